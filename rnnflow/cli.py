@@ -1,0 +1,204 @@
+"""The `rnnflow` command. Commands only parse their arguments and delegate.
+
+Heavy modules (TensorFlow, MLflow) are imported inside the commands that need them, so
+`rnnflow --help` and `rnnflow validate` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from rnnflow import __version__
+from rnnflow.errors import RnnflowError, SpecError
+
+SET_HELP = "Override a spec value, e.g. --set model.cells[0].units=64 (repeatable)."
+
+
+def _setup_logging() -> None:
+    # TensorFlow's C++ start-up notes (no GPU found, CPU features) are noise for users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's own INFO notes about its database
+    logger = logging.getLogger("rnnflow")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("rnnflow: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _report(error: RnnflowError) -> None:
+    if isinstance(error, SpecError):
+        for issue in error.issues:
+            click.echo(str(issue), err=True)
+        count = len(error.issues)
+        click.echo(f"rnnflow: {count} error{'s' if count != 1 else ''}", err=True)
+    else:
+        click.echo(f"rnnflow: error: {error}", err=True)
+
+
+def user_errors(command):
+    """Turn rnnflow errors into located messages and exit codes instead of tracebacks."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        debug = bool(ctx.find_root().params.get("debug"))
+        try:
+            return command(*args, **kwargs)
+        except RnnflowError as error:
+            if debug:
+                raise
+            _report(error)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("rnnflow: interrupted", err=True)
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException):
+            raise
+        except Exception as error:  # noqa: BLE001 - a bug: say so briefly, keep the traceback for --debug
+            if debug:
+                raise
+            click.echo(f"rnnflow: internal error: {type(error).__name__}: {error} "
+                       "(rerun with rnnflow --debug ... for the traceback)", err=True)
+            ctx.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rnnflow")
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+def main(debug: bool) -> None:
+    """rnnflow: declarative YAML pipelines for recurrent networks, tracked with MLflow.
+
+    \b
+    rnnflow validate specs/*.yaml       check specs and pipelines
+    rnnflow show specs/gru_forecast.yaml   the resolved spec and the model
+    rnnflow run specs/gru_forecast.yaml    train, evaluate, record in MLflow
+    rnnflow ui                          browse the runs
+    """
+    _setup_logging()
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
+def validate(files: tuple[Path, ...], overrides: tuple[str, ...], quiet: bool) -> None:
+    """Check spec and pipeline FILES; list every error with file:line:column.
+
+    Exits 0 when all files are valid, 2 otherwise. Never imports TensorFlow.
+    """
+    from rnnflow.pipeline_spec import check_file
+
+    failed = 0
+    for path in files:
+        try:
+            kind = check_file(path, overrides)
+        except SpecError as error:
+            failed += 1
+            _report(error)
+            continue
+        if not quiet:
+            click.echo(f"{path}: valid {kind}")
+    if failed:
+        click.echo(f"rnnflow: {failed} of {len(files)} file(s) invalid", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--pipeline", is_flag=True, help="The schema of pipeline files instead of specs.")
+def schema(pipeline: bool) -> None:
+    """Print the JSON Schema of specs (for editors and language servers)."""
+    if pipeline:
+        from rnnflow.pipeline_spec import pipeline_schema
+
+        click.echo(json.dumps(pipeline_schema(), indent=2))
+    else:
+        from rnnflow.spec import spec_schema
+
+        click.echo(json.dumps(spec_schema(), indent=2))
+
+
+@main.command()
+@click.argument("spec_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@user_errors
+def show(spec_file: Path, overrides: tuple[str, ...]) -> None:
+    """Show SPEC_FILE resolved with its defaults, the compiled model and how it will run."""
+    import yaml
+
+    from rnnflow.spec import load_spec
+
+    spec = load_spec(spec_file, overrides)
+    click.echo("# resolved spec")
+    click.echo(yaml.safe_dump(spec.resolved(), sort_keys=False).rstrip())
+    from rnnflow.show import describe
+
+    click.echo(describe(spec))
+
+
+@main.command()
+@click.argument("spec_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--resume", metavar="RUN_ID", help="Continue an interrupted run from its checkpoint.")
+@user_errors
+def run(spec_file: Path | None, overrides: tuple[str, ...], quiet: bool, resume: str | None) -> None:
+    """Train and evaluate SPEC_FILE and record the run in MLflow; print the run id."""
+    if (spec_file is None) == (resume is None):
+        raise click.UsageError("give a SPEC_FILE, or --resume RUN_ID (not both)")
+    if resume and overrides:
+        raise click.UsageError("--set cannot change a resumed run")
+    from rnnflow.runner import run as run_spec
+
+    result = run_spec(spec_file, overrides, quiet=quiet, resume=resume)
+    _print_result(result)
+
+
+def _print_result(result) -> None:
+    click.echo(f"run id: {result.run_id}")
+    shown = {k: v for k, v in result.metrics.items() if k.startswith(("train_", "eval_")) and k != "train_seconds"}
+    if shown:
+        click.echo("metrics: " + "  ".join(f"{k} {v:.5g}" for k, v in sorted(shown.items())))
+    click.echo(f"recorded in {result.tracking_uri} (experiment id {result.experiment_id}); "
+               "browse it with: rnnflow ui")
+
+
+@main.command()
+@click.option("--run", "run_id", required=True, metavar="RUN_ID", help="The run whose model predicts.")
+@click.option("--input", "input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Inputs as .npy, .npz (key 'inputs', optional 'lengths'), .csv or .json; "
+                   "default: the run's evaluation data.")
+@click.option("--output", "output_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write predictions here (.npy, .csv or .json) instead of printing them.")
+@user_errors
+def predict(run_id: str, input_file: Path | None, output_file: Path | None) -> None:
+    """Reload the model logged by run RUN_ID and predict (dropout is off at inference)."""
+    from rnnflow.predict import predict_run
+
+    predict_run(run_id, input_file, output_file)
+
+
+@main.command()
+@click.option("--port", default=5000, show_default=True, help="Port of the UI.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--tracking-uri", default=None, help="Tracking store (default: the one rnnflow logs to).")
+@user_errors
+def ui(port: int, host: str, tracking_uri: str | None) -> None:
+    """Start the MLflow UI on the tracking store rnnflow logs to."""
+    from rnnflow.compare import serve_ui
+
+    serve_ui(host, port, tracking_uri)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

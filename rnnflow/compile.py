@@ -1,0 +1,249 @@
+"""Spec -> Keras model: a functional model with stable, readable layer names.
+
+Layer names: `inputs` (and `lengths`/`mask` for padded data), then `<cell type>_<index>` for each
+recurrent layer from the bottom (`gru_0`, `gru_1`, ...), then `projection`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+import rnnflow._tf  # noqa: F401  (quiet TensorFlow import)  # isort: skip
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import rnnflow.cells  # noqa: E402,F401  (registers the custom cells for loading)
+from rnnflow.errors import RnnflowError  # noqa: E402
+from rnnflow.wrappers import DeviceWrapper, DropoutWrapper, OutputProjectionWrapper, SequenceMask  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rnnflow.data.base import DataBundle, Split
+    from rnnflow.spec import Spec
+    from rnnflow.spec.model import CellSpec
+
+log = logging.getLogger("rnnflow")
+
+
+@dataclasses.dataclass
+class LayerPlan:
+    """How one recurrent layer is built (also what `rnnflow show` reports)."""
+
+    name: str
+    cell: CellSpec
+    device: str | None
+    kernel: str  # "fused" (Keras' own layer) or "cell loop" (generic RNN around a cell)
+    cudnn_blockers: list[str]
+
+
+def available_devices() -> set[str]:
+    """The logical devices TensorFlow sees, as normalized names like 'GPU:0'."""
+    import tensorflow as tf
+
+    return {d.name.split("device:")[-1].upper() for d in tf.config.list_logical_devices()}
+
+
+def _normalize(device: str) -> str:
+    return device.split("device:")[-1].lstrip("/").upper()
+
+
+def plan_layers(spec: Spec, devices: set[str] | None = None) -> list[LayerPlan]:
+    """Decide, for every recurrent layer, its name, device and kernel.
+
+    Args:
+        spec: the validated spec.
+        devices: available devices (default: what TensorFlow sees).
+
+    Raises:
+        RnnflowError: when a device wrapper is strict and a device is missing.
+    """
+    plans: list[LayerPlan] = []
+    missing: dict[str, list[str]] = {}
+    total = spec.model.layer_count
+    index = 0
+    for cell in spec.model.cells:
+        device_wrapper = cell.wrapper("device")
+        for j in range(cell.layers):
+            name = f"{cell.type}_{index}"
+            device = device_wrapper.device_for(j, cell.layers) if device_wrapper else None
+            if device is not None:
+                devices = available_devices() if devices is None else devices
+                if _normalize(device) not in devices:
+                    missing.setdefault(device, []).append(name)
+                    if device_wrapper.strict:
+                        raise RnnflowError(
+                            f"device {device} for layer {name} does not exist (strict: true); "
+                            f"available: {', '.join(sorted(devices))}"
+                        )
+                    device = None
+            is_top = index == total - 1
+            per_step = is_top and spec.model.projection is not None and spec.model.projection.mode == "per_step"
+            needs_loop = cell.wrapper("dropout") is not None or per_step
+            fused = not needs_loop and cell.has_dedicated_layer
+            plans.append(
+                LayerPlan(name, cell, device, "fused" if fused else "cell loop", cell.cudnn_blockers(spec.model.unroll))
+            )
+            index += 1
+    if missing:
+        where = "; ".join(f"{d} (layers {', '.join(n)})" for d, n in missing.items())
+        log.warning("devices not found, using default placement instead: %s", where)
+    return plans
+
+
+def _layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_step_units: int | None,
+           seed: int) -> keras.layers.Layer:
+    """The Keras layer for one plan, wrapped as its cell spec asks."""
+    cell_spec = plan.cell
+    rnn_args: dict[str, Any] = {
+        "return_sequences": return_sequences,
+        "return_state": True,
+        "unroll": spec.model.unroll,
+        "zero_output_for_mask": True,  # TF1 dynamic_rnn: outputs past a sequence's length are 0
+    }
+    inner_name = f"{plan.name}_rnn" if plan.device else plan.name
+    if plan.kernel == "fused":
+        layer = cell_spec.dedicated_layer(inner_name, **rnn_args)
+    else:
+        cell = cell_spec.keras_cell(f"{plan.name}_cell")
+        dropout = cell_spec.wrapper("dropout")
+        if dropout is not None:
+            cell = DropoutWrapper(
+                cell,
+                input_rate=dropout.input_rate,
+                state_rate=dropout.state_drop_rate,
+                output_rate=dropout.output_drop_rate,
+                seed=dropout.seed if dropout.seed is not None else seed,
+                name=f"{plan.name}_dropout",
+            )
+        if per_step_units is not None:
+            cell = OutputProjectionWrapper(
+                cell, per_step_units, activation=spec.model.projection.activation, name="projection"
+            )
+        layer = keras.layers.RNN(cell, name=inner_name, **rnn_args)
+    if plan.device:
+        layer = DeviceWrapper(layer, device=plan.device, name=plan.name)
+    return layer
+
+
+@dataclasses.dataclass
+class CompiledModel:
+    """The Keras model built from a spec, with helpers to run it.
+
+    Attributes:
+        model: inputs -> predictions (logits for classification).
+        probe_model: inputs -> the top layer's outputs and every layer's final states.
+        plans: how each recurrent layer was built.
+        masked: whether the model takes a `lengths` input.
+    """
+
+    model: keras.Model
+    probe_model: keras.Model
+    plans: list[LayerPlan]
+    masked: bool
+    eval_batch_size: int = 1024
+
+    def __post_init__(self):
+        self._forward = None
+
+    def forward(self, inputs):
+        """The model at inference (no dropout), compiled once."""
+        if self._forward is None:
+            import tensorflow as tf
+
+            self._forward = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        return self._forward(inputs)
+
+    def predict(self, split: Split, batch_size: int | None = None) -> np.ndarray:
+        """Predictions for a whole split, in batches."""
+        size = batch_size or self.eval_batch_size
+        outputs = [
+            np.asarray(self.forward(split.inputs(slice(start, start + size))))
+            for start in range(0, len(split), size)
+        ]
+        return np.concatenate(outputs, axis=0)
+
+    def probe(self, split: Split, n: int) -> dict[str, Any]:
+        """Outputs of the top layer at every step and the final states of every layer, first n rows."""
+        result = self.probe_model(split.inputs(slice(0, n)), training=False)
+        return {k: _numpy(v) for k, v in result.items()}
+
+    def generate(self, window: np.ndarray, length: int) -> np.ndarray:
+        """Feed predictions back as inputs `length` times, starting from `window` (steps, features)."""
+        window = np.asarray(window, np.float32).copy()
+        produced = np.zeros((length, window.shape[1]), np.float32)
+        for i in range(length):
+            prediction = np.asarray(self.forward(window[None]))[0, -1]
+            produced[i] = prediction
+            window = np.concatenate([window[1:], prediction[None]], axis=0)
+        return produced
+
+
+def _numpy(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_numpy(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numpy(v) for k, v in value.items()}
+    return np.asarray(value)
+
+
+def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
+    """Compile a spec into a Keras model.
+
+    Args:
+        spec: the validated spec.
+        data: the loaded data (loaded from the spec's source when omitted); it gives the input
+            shape, the output size and whether inputs are padded.
+
+    Returns:
+        The CompiledModel.
+    """
+    if data is None:
+        from rnnflow.data.base import LoadContext
+
+        data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+    steps, features = data.input_shape
+    masked = data.masked_inputs
+    x_in = keras.Input((steps, features), name="inputs")
+    mask = None
+    if masked:
+        lengths_in = keras.Input((), dtype="int32", name="lengths")
+        mask = SequenceMask(steps, name="mask")(lengths_in)
+        inputs: Any = {"inputs": x_in, "lengths": lengths_in}
+    else:
+        inputs = x_in
+
+    projection = spec.model.projection
+    out_units = (projection.units or data.output_size) if projection is not None else None
+    plans = plan_layers(spec)
+    hidden = x_in
+    states: dict[str, Any] = {}
+    for index, plan in enumerate(plans):
+        is_top = index == len(plans) - 1
+        per_step = is_top and projection is not None and projection.mode == "per_step"
+        layer = _layer(
+            plan,
+            spec,
+            return_sequences=not is_top or spec.model.output == "sequence",
+            per_step_units=out_units if per_step else None,
+            seed=spec.seed + index,
+        )
+        result = layer(hidden, mask=mask) if mask is not None else layer(hidden)
+        hidden, layer_states = result[0], list(result[1:])
+        states[plan.name] = layer_states if len(layer_states) > 1 else layer_states[0]
+    top = hidden
+    if projection is not None and projection.mode == "stacked":
+        # One dense layer over all steps at once: TF1's "stack the outputs, project, unstack".
+        outputs = keras.layers.Dense(out_units, activation=projection.activation, name="projection")(top)
+    else:
+        outputs = top
+    model = keras.Model(inputs, outputs, name=spec.name.replace(".", "_"))
+    probe = keras.Model(inputs, {"outputs": top, "states": states}, name="probe")
+    return CompiledModel(model, probe, plans, masked, spec.evaluate.batch_size)
+
+
+def model_summary(model: keras.Model) -> str:
+    """The Keras summary as text."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    return "\n".join(lines)

@@ -1,0 +1,312 @@
+"""One run of a spec: load data, build, train, evaluate, run the steps, and record it all in MLflow.
+
+Everything that can fail on bad input (data files, devices, the tracking store) is checked
+before the MLflow run starts, so a user mistake never leaves a run behind. Once the run exists,
+it always ends: FINISHED, FAILED with the error, or KILLED after a checkpoint on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rnnflow.errors import RnnflowError
+from rnnflow.spec import Spec, load_spec, spec_from_text
+
+log = logging.getLogger("rnnflow")
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+class RunInterrupted(RnnflowError):
+    """The run was stopped with Ctrl-C; it is recorded KILLED with a checkpoint to resume from."""
+
+    exit_code = 130
+
+    def __init__(self, run_id: str, iteration: int):
+        super().__init__(
+            f"interrupted at iteration {iteration}; run {run_id} recorded as KILLED with a checkpoint "
+            f"(continue it with: rnnflow run --resume {run_id})"
+        )
+        self.run_id = run_id
+        self.iteration = iteration
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished run produced.
+
+    Attributes:
+        run_id: the MLflow run id.
+        experiment_id: the MLflow experiment id.
+        tracking_uri: where the run is recorded.
+        status: the run's final status (FINISHED).
+        metrics: the final metrics.
+        iterations: gradient steps done.
+        seconds: training wall time.
+        compiled: the trained model.
+    """
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    status: str
+    metrics: dict[str, float]
+    iterations: int
+    seconds: float
+    compiled: Any = None
+
+
+def run(
+    spec: Spec | str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    quiet: bool = True,
+    resume: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    callbacks: list[Any] | tuple[Any, ...] = (),
+) -> RunResult:
+    """Run a spec end to end and record it in MLflow.
+
+    Args:
+        spec: a Spec, or the path of a spec file.
+        overrides: `key.path=value` assignments (with a path).
+        quiet: no progress bar.
+        resume: continue this KILLED run from its checkpoint instead of starting a new one.
+        parent_run_id: record the run as a child of this MLflow run.
+        tags: extra tags for the run.
+        callbacks: extra Keras callbacks for training (called at logged iterations).
+
+    Returns:
+        The RunResult.
+
+    Raises:
+        SpecError: the spec is invalid.
+        DataError, TrackingError: a data file or the tracking store cannot be used (no run is created).
+        TrainingError: training failed (the run is recorded FAILED).
+        RunInterrupted: Ctrl-C (the run is recorded KILLED with a checkpoint).
+    """
+    from rnnflow import tracking
+
+    resume_state = None
+    if resume is not None:
+        if not isinstance(spec, (str, Path)) and spec is not None:
+            raise RnnflowError("resume takes the spec from the run; do not pass one")
+        uri = tracking.tracking_uri(None)
+        tracking.check_reachable(uri)
+        spec, resume_state = _load_checkpoint(resume)
+    elif isinstance(spec, (str, Path)):
+        spec = load_spec(spec, overrides)
+        overrides = tuple(overrides)
+        uri = tracking.tracking_uri(spec.tracking.tracking_uri)
+        tracking.check_reachable(uri)
+    else:
+        uri = tracking.tracking_uri(spec.tracking.tracking_uri)
+        tracking.check_reachable(uri)
+    return _Run(spec, tuple(overrides), uri, quiet, resume, resume_state, parent_run_id, tags or {},
+                list(callbacks)).execute()
+
+
+def _load_checkpoint(run_id: str) -> tuple[Spec, dict[str, Any]]:
+    import numpy as np
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        run_info = client.get_run(run_id)
+    except MlflowException as error:
+        raise RnnflowError(f"cannot resume: no run {run_id} in {client.tracking_uri} ({error.message})") from None
+    if run_info.info.status == "FINISHED":
+        raise RnnflowError(f"cannot resume run {run_id}: it already FINISHED")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = Path(client.download_artifacts(run_id, CHECKPOINT_DIR, tmp))
+            spec_text = Path(client.download_artifacts(run_id, "spec/resolved.yaml", tmp)).read_text()
+        except (MlflowException, OSError):
+            raise RnnflowError(f"cannot resume run {run_id}: it has no checkpoint (only interrupted runs do)") from None
+        with np.load(folder / "state.npz") as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        meta = json.loads((folder / "meta.json").read_text())
+    spec = spec_from_text(spec_text, source=f"run {run_id}: spec/resolved.yaml")
+    return spec, {"arrays": arrays, "meta": meta}
+
+
+class _Run:
+    """The state of one run while it executes (see `run`)."""
+
+    def __init__(self, spec: Spec, overrides: tuple[str, ...], uri: str, quiet: bool, resume: str | None,
+                 resume_state: dict | None, parent_run_id: str | None, tags: dict[str, str], callbacks: list):
+        self.spec = spec
+        self.overrides = overrides
+        self.uri = uri
+        self.quiet = quiet
+        self.resume = resume
+        self.resume_state = resume_state
+        self.parent_run_id = parent_run_id
+        self.tags = tags
+        self.callbacks = callbacks
+        self.tracker = None
+        self.trainer = None
+
+    def execute(self) -> RunResult:
+        from rnnflow.compile import build_model
+        from rnnflow.data.base import LoadContext
+        from rnnflow.train import Trainer, seed_everything
+
+        spec = self.spec
+        # Everything that can fail on bad input happens before the MLflow run exists.
+        seed_everything(spec.seed)
+        data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+        compiled = build_model(spec, data)
+        if spec.train is not None:
+            self.trainer = Trainer(spec, compiled, data)
+            if self.resume_state is not None:
+                self.trainer.load_state(self.resume_state["arrays"])
+        self.tracker = self._start()
+        with tempfile.TemporaryDirectory(prefix="rnnflow-") as tmp:
+            try:
+                result = self._body(compiled, data, Path(tmp))
+            except BaseException as error:
+                self._fail(error)
+                raise
+        return result
+
+    # --- phases ---
+
+    def _start(self):
+        from rnnflow import __version__
+        from rnnflow.tracking import Tracker
+
+        spec = self.spec
+        tags = {
+            "rnnflow.version": __version__,
+            "rnnflow.spec_sha256": spec.sha256(),
+            "rnnflow.spec_name": spec.name,
+            "rnnflow.data": spec.data.type,
+            "rnnflow.cells": "+".join(f"{c.type}x{c.layers}" for c in spec.model.cells),
+            **spec.tracking.tags,
+            **self.tags,
+        }
+        if spec.document is not None and spec.document.path is not None:
+            tags["rnnflow.spec_file"] = str(spec.document.path)
+        if self.overrides:
+            tags["rnnflow.overrides"] = " ".join(self.overrides)
+        tracker = Tracker(spec.tracking.experiment, spec.tracking.run_name or spec.name, tags,
+                          parent_run_id=self.parent_run_id, resume_run_id=self.resume)
+        if self.resume is None:
+            self._log_spec(tracker)
+        return tracker
+
+    def _log_spec(self, tracker) -> None:
+        from rnnflow.tracking import flatten
+
+        spec = self.spec
+        resolved = spec.resolved()
+        tracker.log_params(flatten(resolved))
+        if spec.document is not None and spec.document.text:
+            name = spec.document.path.name if spec.document.path is not None else "spec.yaml"
+            tracker.log_text(spec.document.text, f"spec/{_safe_file_name(name)}")
+        tracker.log_text(yaml.safe_dump(resolved, sort_keys=False), "spec/resolved.yaml")
+        if self.overrides:
+            tracker.log_text("\n".join(self.overrides) + "\n", "spec/overrides.txt")
+
+    def _body(self, compiled, data, tmp: Path) -> RunResult:
+        from rnnflow import plots
+        from rnnflow.compile import model_summary
+        from rnnflow.steps import StepContext
+        from rnnflow.tracking import MetricsLogger
+        from rnnflow.train import evaluate
+
+        spec, tracker = self.spec, self.tracker
+        if self.resume is None:
+            tracker.log_text(model_summary(compiled.model) + "\n", "model_summary.txt")
+            tracker.log_params({"model.parameters": str(compiled.model.count_params())})
+        metrics: dict[str, float] = {}
+        iterations, seconds = 0, 0.0
+        if self.trainer is not None:
+            callbacks = [MetricsLogger(tracker.run_id), *self.callbacks]
+            if not self.quiet:
+                from rnnflow.progress import ProgressBar
+
+                callbacks.append(ProgressBar(spec.name))
+            self.trainer.callbacks = callbacks
+            from rnnflow.train import Interrupted
+
+            try:
+                result = self.trainer.run()
+            except Interrupted as stop:
+                self._checkpoint(tmp, stop.iteration)
+                raise RunInterrupted(tracker.run_id, stop.iteration) from None
+            iterations, seconds = result.iterations, result.seconds
+            trained = result.iterations - (int(self.resume_state["meta"]["iteration"]) if self.resume_state else 0)
+            metrics["train_seconds"] = seconds
+            if trained and seconds > 0:
+                metrics["ms_per_iteration"] = 1000.0 * seconds / trained
+            curve = self._full_curve(result.curve)
+            tracker.log_artifact(plots.loss_curve({"loss": curve}, tmp / "loss.png"))
+            for which in ("train", "eval"):
+                metrics.update({f"{which}_{k}": v for k, v in evaluate(compiled, getattr(data, which), spec.train).items()})
+        tracker.log_metrics(metrics, step=iterations)
+        context = StepContext(compiled=compiled, data=data, out_dir=tmp, seed=spec.seed,
+                              predict=compiled.predict, metrics=metrics)
+        for step in spec.evaluate.steps:
+            for path in step.run(context):
+                tracker.log_artifact(path)
+        if spec.tracking.log_model:
+            tracker.log_model(compiled.model, data.eval.inputs(slice(0, 1)))
+        tracker.end("FINISHED")
+        return RunResult(tracker.run_id, tracker.experiment_id, self.uri, "FINISHED", metrics, iterations,
+                         seconds, compiled)
+
+    def _full_curve(self, curve: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """The loss curve including points logged before a resume."""
+        if self.resume is None:
+            return curve
+        from mlflow.tracking import MlflowClient
+
+        history = MlflowClient().get_metric_history(self.tracker.run_id, "loss")
+        points = {m.step: m.value for m in history}
+        points.update(dict(curve))
+        return sorted(points.items())
+
+    def _checkpoint(self, tmp: Path, iteration: int) -> None:
+        import numpy as np
+
+        folder = tmp / CHECKPOINT_DIR
+        folder.mkdir(exist_ok=True)
+        np.savez(folder / "state.npz", **self.trainer.state())
+        (folder / "meta.json").write_text(json.dumps({"iteration": iteration, "spec_sha256": self.spec.sha256()}))
+        self.tracker.log_artifact(folder / "state.npz", CHECKPOINT_DIR)
+        self.tracker.log_artifact(folder / "meta.json", CHECKPOINT_DIR)
+
+    def _fail(self, error: BaseException) -> None:
+        if self.tracker is None:
+            return
+        if isinstance(error, RunInterrupted):
+            self.tracker.set_tags({"rnnflow.stopped_at": str(error.iteration)})
+            self.tracker.end("KILLED", str(error))
+            return
+        if isinstance(error, KeyboardInterrupt):
+            self.tracker.end("KILLED", "interrupted (no checkpoint: stopped twice)")
+            return
+        buffer = io.StringIO()
+        if not isinstance(error, RnnflowError):
+            traceback.print_exception(error, file=buffer)
+        message = f"{type(error).__name__}: {error}\n{buffer.getvalue()}"
+        self.tracker.end("FAILED", message)
+
+
+def _safe_file_name(name: str) -> str:
+    """A file name that stays inside the artifact folder."""
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name)
+    return cleaned.lstrip(".") or "spec.yaml"

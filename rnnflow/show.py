@@ -1,0 +1,49 @@
+"""What `rnnflow show` prints about a spec: the model, its size and how it will execute."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rnnflow.spec import Spec
+
+
+def describe(spec: Spec) -> str:
+    """The compiled model's summary, parameter count, per-layer kernels and execution path."""
+    from rnnflow.compile import build_model, model_summary
+    from rnnflow.data.base import LoadContext
+
+    data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+    compiled = build_model(spec, data)
+    lines = ["", "# model", model_summary(compiled.model).rstrip(),
+             f"parameters: {compiled.model.count_params():,}", "", "# layers"]
+    for plan in compiled.plans:
+        where = plan.device or "default device"
+        lines.append(f"{plan.name}: {plan.cell.type}, {plan.cell.units} units, {plan.cell.activation}, "
+                     f"{plan.kernel}, {where}")
+        if plan.cudnn_blockers:
+            lines.append("  cuDNN on a GPU: no - " + "; ".join(plan.cudnn_blockers))
+        else:
+            lines.append("  cuDNN on a GPU: yes")
+    lines += ["", "# execution", *execution_notes(spec, len(data.train))]
+    return "\n".join(lines)
+
+
+def execution_notes(spec: Spec, train_size: int) -> list[str]:
+    """How training will execute, and why."""
+    if spec.train is None:
+        return ["no training (train: null): the model runs forward only"]
+    train = spec.train
+    kind, count = train.schedule
+    batch = min(train.batch_size, train_size)
+    per_epoch = -(-train_size // batch)
+    total = count * per_epoch if kind == "epochs" else count
+    log_every = train.log_every or max(1, total // 100)
+    per_call = train.steps_per_execution or log_every
+    notes = [
+        f"{total} iterations of batch {batch} ({per_epoch} per pass over {train_size} training sequences)",
+        f"{per_call} gradient steps per compiled call; loss logged every {log_every} iterations",
+        "loop: " + ("static (unrolled) time steps" if spec.model.unroll else "dynamic loop over time steps"),
+        "XLA: " + ("on (train.jit_compile: true)" if train.jit_compile else "off (train.jit_compile: false)"),
+    ]
+    return notes

@@ -1,0 +1,357 @@
+"""The `model:` section: the cell stack, its wrappers and the output projection.
+
+Each cell and wrapper type is a pydantic class registered under its YAML `type:` name. Cells know
+how to make their Keras layer (Keras is imported only when a model is built, never to validate).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Literal
+
+import pydantic
+from pydantic import Field
+
+from rnnflow.registry import CELLS, WRAPPERS
+from rnnflow.spec.base import Activation, Initializer, Section, at
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+_DEVICE = re.compile(r"^(/job:[\w-]+(/replica:\d+)?(/task:\d+)?)?/?(device:)?(cpu|gpu|tpu):\d+$", re.I)
+
+
+# ----------------------------------------------------------------------------------------- wrappers
+
+
+@WRAPPERS.register
+class DropoutWrapperSpec(Section):
+    """Dropout around a cell, active only while training (TF1 `DropoutWrapper`).
+
+    A fresh mask is drawn at every time step, as in TF1. Give each probability either as a keep
+    probability (`keep_prob`, TF1 style) or as a drop rate (`rate`, Keras style), not both.
+    """
+
+    type: Literal["dropout"] = "dropout"
+    keep_prob: float | None = Field(None, gt=0, le=1, description="Input keep probability.")
+    rate: float | None = Field(None, ge=0, lt=1, description="Input drop rate (1 - keep_prob).")
+    state_keep_prob: float | None = Field(None, gt=0, le=1, description="State keep probability.")
+    state_rate: float | None = Field(None, ge=0, lt=1, description="State drop rate.")
+    output_keep_prob: float | None = Field(None, gt=0, le=1, description="Output keep probability.")
+    output_rate: float | None = Field(None, ge=0, lt=1, description="Output drop rate.")
+    seed: int | None = Field(None, ge=0, description="Seed of the masks; default: derived from the spec seed.")
+
+    @pydantic.model_validator(mode="after")
+    def _one_form_each(self) -> DropoutWrapperSpec:
+        for prefix, keep_key, rate_key in (
+            ("input", "keep_prob", "rate"),
+            ("state", "state_keep_prob", "state_rate"),
+            ("output", "output_keep_prob", "output_rate"),
+        ):
+            if getattr(self, keep_key) is not None and getattr(self, rate_key) is not None:
+                raise at(rate_key, f"give the {prefix} dropout as {keep_key} or {rate_key}, not both")
+        return self
+
+    @staticmethod
+    def _rate(keep: float | None, rate: float | None) -> float:
+        if rate is not None:
+            return rate
+        return 0.0 if keep is None else 1.0 - keep
+
+    @property
+    def input_rate(self) -> float:
+        """Drop rate of the cell's input at each step."""
+        return self._rate(self.keep_prob, self.rate)
+
+    @property
+    def state_drop_rate(self) -> float:
+        """Drop rate of the new state at each step."""
+        return self._rate(self.state_keep_prob, self.state_rate)
+
+    @property
+    def output_drop_rate(self) -> float:
+        """Drop rate of the cell's output at each step."""
+        return self._rate(self.output_keep_prob, self.output_rate)
+
+
+@WRAPPERS.register
+class DeviceWrapperSpec(Section):
+    """Place layers on devices (TF1 `DeviceWrapper`): one device for all, or a list spread over them.
+
+    A list of n devices over m layers gives each device a contiguous block of layers. A device that
+    does not exist falls back to the default placement with one warning, or fails when `strict`.
+    """
+
+    type: Literal["device"] = "device"
+    device: str | list[str] = Field(..., description="A device like /gpu:0, or a list of them.")
+    strict: bool = Field(False, description="Fail instead of falling back when a device is missing.")
+
+    @pydantic.field_validator("device")
+    @classmethod
+    def _check_devices(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("give at least one device")
+        for name in names:
+            if not _DEVICE.match(name):
+                raise ValueError(f"'{name}' is not a device name like /cpu:0 or /gpu:1")
+        return value
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices as a list."""
+        return [self.device] if isinstance(self.device, str) else list(self.device)
+
+    def device_for(self, layer: int, layers: int) -> str:
+        """The device of layer `layer` (0-based) in a stack of `layers` layers."""
+        devices = self.devices
+        return devices[min(layer * len(devices) // layers, len(devices) - 1)]
+
+
+WrapperSpec = WRAPPERS.union()
+
+
+# -------------------------------------------------------------------------------------------- cells
+
+
+class CellSpec(Section):
+    """Settings every cell type has."""
+
+    type: str
+    units: int = Field(100, gt=0, le=100_000, description="Units (neurons) in each layer.")
+    activation: Activation = Field("tanh", description="Activation of the cell's output/candidate.")
+    layers: int = Field(1, ge=1, le=1000, description="How many identical layers of this cell to stack.")
+    use_bias: bool = Field(True, description="Whether the cell has bias terms.")
+    kernel_initializer: Initializer = Field("glorot_uniform", description="Initializer of input weights.")
+    recurrent_initializer: Initializer = Field("orthogonal", description="Initializer of recurrent weights.")
+    wrappers: list[WrapperSpec] = Field(default_factory=list, description="Dropout/device wrappers.")
+
+    @pydantic.model_validator(mode="after")
+    def _check_wrappers(self) -> CellSpec:
+        seen: set[str] = set()
+        for i, wrapper in enumerate(self.wrappers):
+            if wrapper.type in seen:
+                raise at(f"wrappers[{i}].type", f"a second '{wrapper.type}' wrapper on the same cell")
+            seen.add(wrapper.type)
+            if isinstance(wrapper, DeviceWrapperSpec) and wrapper.strict:
+                if len(wrapper.devices) > self.layers:
+                    raise at(
+                        f"wrappers[{i}].device",
+                        f"{len(wrapper.devices)} devices for {self.layers} layer(s); "
+                        "give at most one device per layer (or set strict: false)",
+                    )
+        return self
+
+    def wrapper(self, kind: str) -> Any:
+        """The wrapper of type `kind`, or None."""
+        return next((w for w in self.wrappers if w.type == kind), None)
+
+    # --- building (Keras imported lazily) ---
+
+    def keras_cell(self, name: str) -> keras.layers.Layer:
+        """A Keras RNN cell for one layer of this stack."""
+        raise NotImplementedError
+
+    @property
+    def has_dedicated_layer(self) -> bool:
+        """Whether Keras has its own layer for this cell (see `dedicated_layer`)."""
+        return False
+
+    def dedicated_layer(self, name: str, **rnn_args: Any) -> keras.layers.Layer:
+        """Keras' own layer for this cell (SimpleRNN, LSTM, GRU).
+
+        The compiler prefers it to `RNN(keras_cell())` when no cell wrapper is needed, because
+        it can use fused kernels (cuDNN on a GPU).
+        """
+        raise NotImplementedError(f"Keras has no dedicated layer for '{self.type}' cells")
+
+    def cudnn_blockers(self, unroll: bool) -> list[str]:
+        """Why this cell could not use the cuDNN kernel on a GPU (empty when it could)."""
+        return [f"there is no cuDNN kernel for '{self.type}' cells"]
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "units": self.units,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_initializer,
+            "recurrent_initializer": self.recurrent_initializer,
+        }
+
+
+class GatedCellSpec(CellSpec):
+    """Settings of gated cells."""
+
+    recurrent_activation: Activation = Field("sigmoid", description="Activation of the gates.")
+
+    def _common(self) -> dict[str, Any]:
+        return {**super()._common(), "recurrent_activation": self.recurrent_activation}
+
+    def _gated_blockers(self, unroll: bool) -> list[str]:
+        reasons = []
+        if self.activation != "tanh":
+            reasons.append(f"activation is {self.activation} (cuDNN needs tanh)")
+        if self.recurrent_activation != "sigmoid":
+            reasons.append(f"recurrent_activation is {self.recurrent_activation} (cuDNN needs sigmoid)")
+        if unroll:
+            reasons.append("model.unroll is true (cuDNN needs the dynamic loop)")
+        if not self.use_bias:
+            reasons.append("use_bias is false")
+        if self.wrapper("dropout") is not None:
+            reasons.append("a dropout wrapper runs the cell step by step")
+        return reasons
+
+
+@CELLS.register
+class RNNCellSpec(CellSpec):
+    """A simple (Elman) RNN cell: h(t) = act(W x(t) + U h(t-1) + b). TF1 `BasicRNNCell`."""
+
+    type: Literal["rnn"] = "rnn"
+
+    def keras_cell(self, name: str) -> keras.layers.Layer:
+        import keras
+
+        return keras.layers.SimpleRNNCell(name=name, **self._common())
+
+    @property
+    def has_dedicated_layer(self) -> bool:
+        return True
+
+    def dedicated_layer(self, name: str, **rnn_args: Any) -> keras.layers.Layer:
+        import keras
+
+        return keras.layers.SimpleRNN(name=name, **self._common(), **rnn_args)
+
+
+@CELLS.register
+class LSTMCellSpec(GatedCellSpec):
+    """An LSTM cell with TF1 `BasicLSTMCell` math: `forget_bias` is added inside the forget gate.
+
+    With `forget_bias: 0` the cell is Keras' own LSTM (and can use cuDNN on a GPU).
+    """
+
+    type: Literal["lstm"] = "lstm"
+    forget_bias: float = Field(1.0, ge=-100, le=100, description="Added to the forget gate (TF1: 1.0).")
+    unit_forget_bias: bool = Field(
+        False, description="Initialize the forget-gate bias to 1 (Keras' way); keeps cuDNN eligible."
+    )
+
+    def keras_cell(self, name: str) -> keras.layers.Layer:
+        from rnnflow.cells import ForgetBiasLSTMCell
+
+        return ForgetBiasLSTMCell(
+            name=name, forget_bias=self.forget_bias, unit_forget_bias=self.unit_forget_bias, **self._common()
+        )
+
+    @property
+    def has_dedicated_layer(self) -> bool:
+        return self.forget_bias == 0
+
+    def dedicated_layer(self, name: str, **rnn_args: Any) -> keras.layers.Layer:
+        import keras
+
+        return keras.layers.LSTM(
+            name=name, unit_forget_bias=self.unit_forget_bias, **self._common(), **rnn_args
+        )
+
+    def cudnn_blockers(self, unroll: bool) -> list[str]:
+        reasons = self._gated_blockers(unroll)
+        if self.forget_bias != 0:
+            reasons.append(
+                f"forget_bias is {self.forget_bias} (cuDNN has no constant forget bias; "
+                "forget_bias: 0 with unit_forget_bias: true learns the same way)"
+            )
+        return reasons
+
+
+@CELLS.register
+class PeepholeLSTMCellSpec(GatedCellSpec):
+    """An LSTM with peephole connections (Gers & Schmidhuber 2000; TF1 `LSTMCell(use_peepholes=True)`).
+
+    c(t-1) feeds the input and forget gates, c(t) the output gate, through diagonal weights.
+    """
+
+    type: Literal["peephole_lstm"] = "peephole_lstm"
+    forget_bias: float = Field(1.0, ge=-100, le=100, description="Added to the forget gate (TF1: 1.0).")
+
+    def keras_cell(self, name: str) -> keras.layers.Layer:
+        from rnnflow.cells import PeepholeLSTMCell
+
+        return PeepholeLSTMCell(name=name, forget_bias=self.forget_bias, **self._common())
+
+
+@CELLS.register
+class GRUCellSpec(GatedCellSpec):
+    """A GRU cell. `reset_after: false` applies the reset gate before the matmul, as TF1 `GRUCell`."""
+
+    type: Literal["gru"] = "gru"
+    reset_after: bool = Field(True, description="Reset gate after the recurrent matmul (Keras/cuDNN).")
+
+    def keras_cell(self, name: str) -> keras.layers.Layer:
+        import keras
+
+        return keras.layers.GRUCell(name=name, reset_after=self.reset_after, **self._common())
+
+    @property
+    def has_dedicated_layer(self) -> bool:
+        return True
+
+    def dedicated_layer(self, name: str, **rnn_args: Any) -> keras.layers.Layer:
+        import keras
+
+        return keras.layers.GRU(name=name, reset_after=self.reset_after, **self._common(), **rnn_args)
+
+    def cudnn_blockers(self, unroll: bool) -> list[str]:
+        reasons = self._gated_blockers(unroll)
+        if not self.reset_after:
+            reasons.append("reset_after is false (cuDNN needs reset_after: true)")
+        return reasons
+
+
+@CELLS.register
+class CIFGLSTMCellSpec(GatedCellSpec):
+    """A coupled input/forget-gate LSTM (CIFG): the forget gate is 1 - the input gate."""
+
+    type: Literal["cifg_lstm"] = "cifg_lstm"
+
+    def keras_cell(self, name: str) -> keras.layers.Layer:
+        from rnnflow.cells import CIFGLSTMCell
+
+        return CIFGLSTMCell(name=name, **self._common())
+
+
+AnyCellSpec = CELLS.union()
+
+
+# --------------------------------------------------------------------------------------- the model
+
+
+class ProjectionSpec(Section):
+    """A dense projection of the top layer's output to the target size (TF1 output projection).
+
+    `stacked` reshapes all steps into one batch and applies one dense layer (the fast trick);
+    `per_step` wraps the top cell so each step projects its own output (`OutputProjectionWrapper`).
+    Both compute the same function.
+    """
+
+    units: int | None = Field(None, gt=0, le=100_000, description="Output size; default: the data's target size.")
+    mode: Literal["stacked", "per_step"] = Field("stacked", description="How the projection is applied.")
+    activation: Activation = Field("linear", description="Activation after the projection.")
+
+
+class ModelSpec(Section):
+    """The recurrent network: a stack of cells, then an optional projection."""
+
+    cells: list[AnyCellSpec] = Field(..., min_length=1, description="The cell stack, bottom first.")
+    unroll: bool = Field(False, description="Static unrolling (TF1 static_rnn) instead of a dynamic loop.")
+    output: Literal["sequence", "last"] = Field(
+        "sequence", description="Predict at every step (sequence) or from the final output (last)."
+    )
+    projection: ProjectionSpec | None = Field(
+        default_factory=ProjectionSpec, description="Output projection; null for the raw cell outputs."
+    )
+
+    @property
+    def layer_count(self) -> int:
+        """Total number of recurrent layers."""
+        return sum(c.layers for c in self.cells)

@@ -1,0 +1,231 @@
+"""The whole spec: name, data, model, train, evaluate, tracking; and loading it from YAML."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import Field
+
+import rnnflow.data  # noqa: F401  (registers the data sources)
+from rnnflow.registry import SOURCES
+from rnnflow.spec.base import Section, at
+from rnnflow.spec.model import ModelSpec
+from rnnflow.spec.validate import validate
+from rnnflow.spec.yamlio import Document, apply_override, load_yaml, parse_yaml
+from rnnflow.steps import AnyStepSpec, PredictionsStep
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+LOSSES = {
+    "mse": "regression",
+    "mae": "regression",
+    "sparse_categorical_crossentropy": "classification",
+}
+METRICS = {
+    "mse": "regression",
+    "mae": "regression",
+    "rmse": "regression",
+    "accuracy": "classification",
+    "top_k_accuracy": "classification",
+}
+
+
+class TrainSpec(Section):
+    """How to train: optimizer, schedule, batches, loss, metrics and execution settings."""
+
+    optimizer: Literal["adam", "sgd", "rmsprop", "adagrad", "adamw", "nadam"] = Field(
+        "adam", description="The optimizer."
+    )
+    learning_rate: float = Field(1e-3, gt=0, le=100, description="The learning rate.")
+    momentum: float = Field(0.0, ge=0, lt=1, description="Momentum (sgd, rmsprop).")
+    clip_norm: float | None = Field(None, gt=0, description="Clip each gradient to this norm.")
+    iterations: int | None = Field(
+        None, gt=0, le=1_000_000_000, description="Gradient steps (default 1000 when epochs is not given)."
+    )
+    epochs: int | None = Field(None, gt=0, le=1_000_000, description="Passes over the training data.")
+    batch_size: int = Field(32, gt=0, le=1_000_000, description="Sequences per gradient step.")
+    shuffle: bool = Field(True, description="Shuffle the training data each pass.")
+    loss: Literal["mse", "mae", "sparse_categorical_crossentropy"] = Field(
+        "mse", description="mse/mae for forecasts; sparse_categorical_crossentropy (from logits) for classes."
+    )
+    metrics: list[Literal["mse", "mae", "rmse", "accuracy", "top_k_accuracy"]] = Field(
+        default_factory=list, description="Metrics measured on the training and evaluation data."
+    )
+    top_k: int = Field(5, gt=0, le=1000, description="k of top_k_accuracy (TF1 in_top_k).")
+    log_every: int | None = Field(
+        None, gt=0, description="Iterations between logged loss points (default: about 100 points)."
+    )
+    jit_compile: bool = Field(False, description="Compile training steps with XLA (changes numerics slightly).")
+    steps_per_execution: int | None = Field(
+        None, gt=0, le=100_000, description="Gradient steps per compiled call (default: chosen by rnnflow)."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _schedule(self) -> TrainSpec:
+        if self.iterations is not None and self.epochs is not None:
+            raise at("epochs", "give iterations or epochs, not both")
+        if "top_k_accuracy" not in self.metrics and "top_k" in self.model_fields_set:
+            raise at("top_k", "top_k is used only by the top_k_accuracy metric")
+        return self
+
+    @property
+    def schedule(self) -> tuple[str, int]:
+        """('iterations', n) or ('epochs', n)."""
+        if self.epochs is not None:
+            return "epochs", self.epochs
+        return "iterations", self.iterations or 1000
+
+
+class EvaluateSpec(Section):
+    """How to evaluate: batch size, how often during training, and the steps that run after it."""
+
+    batch_size: int = Field(1024, gt=0, le=1_000_000, description="Sequences per evaluation batch.")
+    every: int | None = Field(None, gt=0, description="Also evaluate every N training iterations.")
+    every_epoch: bool = Field(False, description="Also evaluate after every epoch.")
+    steps: list[AnyStepSpec] = Field(
+        default_factory=lambda: [PredictionsStep()],
+        description="Steps after training: predictions, generate, outputs.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _unique_names(self) -> EvaluateSpec:
+        seen: dict[str, int] = {}
+        for i, step in enumerate(self.steps):
+            if step.stem in seen:
+                raise at(f"steps[{i}].name", f"two steps write '{step.stem}' artifacts; give them different names")
+            seen[step.stem] = i
+        return self
+
+
+class TrackingSpec(Section):
+    """Where and how the run is recorded in MLflow."""
+
+    experiment: str = Field("rnnflow", min_length=1, max_length=200, description="MLflow experiment name.")
+    run_name: str | None = Field(None, max_length=200, description="MLflow run name (default: the spec name).")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags for the run.")
+    tracking_uri: str | None = Field(
+        None, description="Tracking store; default: MLflow's own ($MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+    )
+    log_model: bool = Field(True, description="Log the trained Keras model.")
+
+
+class Spec(Section):
+    """A whole experiment: what data, what network, how to train, evaluate and record it."""
+
+    name: str = Field(..., pattern=NAME_PATTERN, description="The experiment's name (default: the file name).")
+    description: str = Field("", max_length=10_000, description="What the experiment is about.")
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seeds every random number generator.")
+    data: SOURCES.union() = Field(..., description="The data source.")  # type: ignore[valid-type]
+    model: ModelSpec = Field(..., description="The recurrent network.")
+    train: TrainSpec | None = Field(
+        default_factory=TrainSpec, description="Training; null runs the model forward only."
+    )
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec, description="Evaluation and later steps.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking.")
+
+    _document: Document | None = pydantic.PrivateAttr(None)
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        task = self.data.task
+        sequence_targets = self.data.sequence_targets
+        if self.train is not None:
+            if not self.data.has_targets:
+                raise at("train", f"the {self.data.type} source here gives no targets; "
+                         "set train: null to run the model forward only")
+            if LOSSES[self.train.loss] != task:
+                raise at("train.loss", f"{self.train.loss} is a {LOSSES[self.train.loss]} loss, but the "
+                         f"{self.data.type} source is a {task} task")
+            for i, metric in enumerate(self.train.metrics):
+                if METRICS[metric] != task:
+                    raise at(f"train.metrics[{i}]", f"{metric} is a {METRICS[metric]} metric, but the "
+                             f"{self.data.type} source is a {task} task")
+        if sequence_targets is not None and self.data.has_targets:
+            wanted = "sequence" if sequence_targets else "last"
+            if self.model.output != wanted:
+                per = "every step" if sequence_targets else "each sequence"
+                raise at("model.output", f"the {self.data.type} source has a target for {per}; "
+                         f"use output: {wanted}")
+        for i, step in enumerate(self.evaluate.steps):
+            try:
+                step.check(task, sequence_targets)
+            except ValueError as error:
+                raise at(f"evaluate.steps[{i}].type", str(error)) from None
+        return self
+
+    # --- provenance of a loaded spec ---
+
+    @property
+    def document(self) -> Document | None:
+        """The YAML document the spec was loaded from (None when built in code)."""
+        return self._document
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory relative paths in the spec resolve against: the spec file's own."""
+        if self._document is not None and self._document.path is not None:
+            return self._document.path.resolve().parent
+        return Path.cwd()
+
+    def resolved(self) -> dict[str, Any]:
+        """The spec with every default filled in, as plain data."""
+        return self.model_dump(mode="json")
+
+    def sha256(self) -> str:
+        """The sha256 of the spec file as written (of the resolved spec when built in code)."""
+        if self._document is not None and self._document.text:
+            return hashlib.sha256(self._document.text.encode("utf-8")).hexdigest()
+        return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()
+
+
+def _with_default_name(doc: Document) -> None:
+    if isinstance(doc.data, dict) and "name" not in doc.data and doc.path is not None:
+        doc.data = {"name": doc.path.stem, **doc.data}
+
+
+def spec_from_document(doc: Document, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Validate a Document (after applying `--set` overrides) into a Spec.
+
+    Raises:
+        SpecError: listing every problem with its place.
+    """
+    for assignment in overrides:
+        apply_override(doc, assignment)
+    _with_default_name(doc)
+    spec = validate(doc, Spec, what="spec")
+    spec._document = doc
+    return spec
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Load and validate a spec file.
+
+    Args:
+        path: the YAML file.
+        overrides: `key.path=value` assignments applied before validation.
+
+    Returns:
+        The validated Spec, with every default filled in.
+
+    Raises:
+        SpecError: listing every problem, each with file, line, column and key path.
+    """
+    return spec_from_document(load_yaml(path), overrides)
+
+
+def spec_from_text(text: str, source: str = "<spec>", overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Load a spec from YAML text (see `load_spec`)."""
+    return spec_from_document(parse_yaml(text, source), overrides)
+
+
+def spec_schema() -> dict[str, Any]:
+    """The JSON Schema of specs, for editors."""
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "rnnflow spec"
+    return schema
+

@@ -1,0 +1,217 @@
+"""Validate a loaded Document against a pydantic model and report every error with its place.
+
+Pydantic reports locations such as ('model', 'cells', 0, 'lstm', 'units'), where 'lstm' is the
+union tag. This module maps such a location back onto the YAML document, finds its line and
+column, and rewrites the message the way a spec author thinks about it, with a did-you-mean for
+misspelt keys and `type:` names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from typing import Any, TypeVar
+
+import pydantic
+
+from rnnflow.errors import SpecError, SpecIssue
+from rnnflow.spec.yamlio import Document, KeyPath, format_path
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+_AT = re.compile(r"^@([^:]+): (.*)$", re.S)
+
+
+def _model_classes(annotation: Any) -> list[type]:
+    """Every pydantic model class an annotation can hold (through Optional, Union, Annotated)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_classes(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [c for arg in typing.get_args(annotation) for c in _model_classes(arg)]
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return [annotation]
+    return []
+
+
+def _items_of(annotation: Any) -> Any:
+    """The element annotation of list[...] (through Optional/Annotated), else None."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _items_of(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _items_of(arg)
+            if found is not None:
+                return found
+        return None
+    if origin is list:
+        return typing.get_args(annotation)[0]
+    return None
+
+
+def _tag_of(cls: type) -> str | None:
+    field = cls.model_fields.get("type")
+    if field is None:
+        return None
+    args = typing.get_args(field.annotation)
+    return args[0] if len(args) == 1 else None
+
+
+def _resolve(root: type[pydantic.BaseModel], data: Any, loc: tuple) -> tuple[KeyPath, list[type]]:
+    """Walk a pydantic error location through the data.
+
+    Returns:
+        The key path in the document (union tags and pydantic's internal steps removed) and the
+        model classes the last mapping on the path may be (for key suggestions).
+    """
+    path: list[str | int] = []
+    classes: list[type] = [root]
+    annotation: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            if isinstance(data, list) and 0 <= part < len(data):
+                data = data[part]
+            else:
+                data = None
+            path.append(part)
+            annotation = _items_of(annotation) if annotation is not None else None
+            classes = _model_classes(annotation) if annotation is not None else []
+            continue
+        if isinstance(data, dict) and part not in data and data.get("type") == part:
+            classes = [c for c in classes if _tag_of(c) == part] or classes
+            continue  # a union tag, not a key
+        if not isinstance(data, dict) and part in {_tag_of(c) for c in classes}:
+            continue
+        if "[" in part or part in {"function-after", "function-before", "function-wrap"}:
+            continue  # pydantic-internal location steps
+        path.append(part)
+        field = next((c.model_fields[part] for c in classes if part in c.model_fields), None)
+        annotation = field.annotation if field is not None else None
+        data = data.get(part) if isinstance(data, dict) else None
+        new_classes = _model_classes(annotation) if annotation is not None else []
+        if new_classes:
+            classes = new_classes
+        elif field is not None:
+            classes = []
+    return tuple(path), classes
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_TYPE_NAMES = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string", "list_type": "a list", "dict_type": "a mapping",
+    "model_type": "a mapping", "model_attributes_type": "a mapping",
+}
+
+
+def _message(error: dict, classes_parent: list[type], key: str | int | None) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        words = {
+            "greater_than": ("greater than", "gt"),
+            "greater_than_equal": ("at least", "ge"),
+            "less_than": ("less than", "lt"),
+            "less_than_equal": ("at most", "le"),
+        }[kind]
+        return f"must be {words[0]} {ctx.get(words[1])} (got {_show(value)})"
+    if kind == "extra_forbidden":
+        options = sorted({k for c in classes_parent for k in c.model_fields})
+        return f"unknown key '{key}'{_suggest(str(key), options)}"
+    if kind == "missing":
+        return "is required"
+    if kind == "union_tag_invalid":
+        expected = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        tag = ctx.get("tag")
+        return f"unknown type '{tag}'{_suggest(str(tag), expected)}; expected one of: {', '.join(expected)}"
+    if kind == "union_tag_not_found":
+        return "needs a 'type' key"
+    if kind == "literal_error":
+        expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"must be one of {', '.join(expected)} (got {_show(value)}){_suggest(str(value), expected)}"
+    if kind == "finite_number":
+        return f"must be a finite number (got {_show(value)})"
+    if kind in ("too_short", "too_long"):
+        limit = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        word = "at least" if kind == "too_short" else "at most"
+        unit = "items" if isinstance(value, list) else "characters"
+        return f"must have {word} {limit} {unit}"
+    if kind == "string_pattern_mismatch":
+        return f"'{value}' is not allowed here (must match {ctx.get('pattern')})"
+    if kind in _TYPE_NAMES:
+        return f"must be {_TYPE_NAMES[kind]} (got {type(value).__name__} {_show(value)})"
+    if kind in ("value_error", "assertion_error"):
+        text = str(ctx.get("error", error["msg"]))
+        return text
+    return error["msg"]
+
+
+def issues_from(error: pydantic.ValidationError, doc: Document, root: type[pydantic.BaseModel]) -> list[SpecIssue]:
+    """Turn a pydantic ValidationError into located SpecIssues."""
+    issues = []
+    for item in error.errors(include_url=False):
+        path, classes = _resolve(root, doc.data, item["loc"])
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            parent_path, parent_classes = _resolve(root, doc.data, item["loc"][:-1])
+            message = _message(item, parent_classes, path[-1] if path else None)
+            position = doc.position(path, key=True)
+        elif kind == "union_tag_invalid":
+            message = _message(item, classes, None)
+            path = path + ("type",)
+            position = doc.position(path)
+        else:
+            message = _message(item, classes, path[-1] if path else None)
+            moved = _AT.match(message)
+            if moved:  # a section's validator pointing at one of its keys
+                path = path + tuple(_split_at(moved.group(1)))
+                message = moved.group(2)
+            position = doc.position(path)
+        issues.append(SpecIssue(position.source, position.line, position.column, format_path(path), message))
+    # One error per place and message, in document order.
+    unique = {(i.source, i.line, i.column, i.path, i.message): i for i in issues}
+    return sorted(unique.values(), key=lambda i: (i.line or 0, i.column or 0, i.path))
+
+
+def _split_at(text: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for chunk in text.split("."):
+        name, *indexes = re.split(r"\[(\d+)\]", chunk)
+        if name:
+            parts.append(name)
+        parts.extend(int(i) for i in indexes if i)
+    return parts
+
+
+def validate(doc: Document, root: type[M], *, what: str = "spec") -> M:
+    """Validate a Document against `root`.
+
+    Raises:
+        SpecError: listing every problem, each with its file, line, column and key path.
+    """
+    if doc.data is None:
+        raise SpecError([SpecIssue(doc.source, None, None, "", f"the file is empty; a {what} is a mapping of sections")])
+    if not isinstance(doc.data, dict):
+        pos = doc.position(())
+        raise SpecError(
+            [SpecIssue(pos.source, pos.line, pos.column, "",
+                       f"a {what} must be a mapping of sections, not {type(doc.data).__name__}")]
+        )
+    try:
+        return root.model_validate(doc.data)
+    except pydantic.ValidationError as error:
+        raise SpecError(issues_from(error, doc, root)) from None

@@ -1,0 +1,374 @@
+"""Safe YAML loading that remembers where every value was written.
+
+PyYAML's `safe_load` forgets positions, silently keeps the last of two duplicate keys and reports
+tabs as "found character '\\t' that cannot start any token". This module composes the node tree
+itself, builds plain Python data from it (mappings, lists, strings, numbers, booleans, null only)
+and keeps a map from each key path to its line and column, so validation errors can say
+`specs/x.yaml:12:9 model.cells[1].units: ...`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rnnflow.errors import SpecError, SpecIssue
+
+KeyPath = tuple[str | int, ...]
+
+# Scalar tags a spec may use; anything else (!!python/object, !!binary, custom tags) is refused.
+_SAFE_SCALAR_TAGS = {
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:str",
+}
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+# Bounds against alias bombs ("billion laughs") and self-referencing anchors.
+_MAX_NODES = 200_000
+_MAX_DEPTH = 64
+_MAX_BYTES = 10_000_000
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a number (YAML 1.1 needs `1.0e-3`; people write `1e-3`)."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a value came from: a file position, or an override given on the command line."""
+
+    source: str
+    line: int | None = None
+    column: int | None = None
+
+
+@dataclasses.dataclass
+class Document:
+    """Plain data loaded from YAML plus the position of every key and value in it.
+
+    Attributes:
+        data: the loaded data (dicts, lists and scalars).
+        source: the name errors use for the file (as the user gave it).
+        text: the file's text as written.
+        values: key path -> position of the value.
+        keys: key path -> position of the key itself (mappings only).
+        path: the file, when the document came from one.
+    """
+
+    data: Any
+    source: str
+    text: str = ""
+    values: dict[KeyPath, Position] = dataclasses.field(default_factory=dict)
+    keys: dict[KeyPath, Position] = dataclasses.field(default_factory=dict)
+    path: Path | None = None
+
+    def position(self, key_path: KeyPath, *, key: bool = False) -> Position:
+        """The position of `key_path` (its key when `key`), else of its nearest known ancestor."""
+        table = self.keys if key else self.values
+        if key_path in table:
+            return table[key_path]
+        for cut in range(len(key_path) - 1, -1, -1):
+            prefix = key_path[:cut]
+            if prefix in self.values:
+                return self.values[prefix]
+        return Position(self.source)
+
+
+def format_path(key_path: KeyPath) -> str:
+    """Render ('model', 'cells', 1, 'units') as `model.cells[1].units`."""
+    out = ""
+    for part in key_path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_\-]*)((?:\[\d+\])*)")
+
+
+def parse_path(text: str) -> KeyPath:
+    """Parse `model.cells[0].units` into ('model', 'cells', 0, 'units').
+
+    Raises:
+        ValueError: when the text is not a key path.
+    """
+    parts: list[str | int] = []
+    for chunk in text.split("."):
+        match = _PATH_PART.fullmatch(chunk)
+        if not match:
+            raise ValueError(f"'{text}' is not a key path like model.cells[0].units")
+        parts.append(match.group(1))
+        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
+    return tuple(parts)
+
+
+def _issue(source: str, mark: Any, message: str, path: KeyPath = ()) -> SpecIssue:
+    line = mark.line + 1 if mark is not None else None
+    column = mark.column + 1 if mark is not None else None
+    return SpecIssue(source, line, column, format_path(path), message)
+
+
+def _syntax_message(error: yaml.MarkedYAMLError) -> str:
+    problem = error.problem or str(error)
+    if "'\\t'" in problem:
+        return "tab character: YAML indentation must use spaces, not tabs"
+    context = f"{error.context}: " if error.context else ""
+    return f"YAML syntax error: {context}{problem}"
+
+
+class _Builder:
+    """Turns a composed node tree into plain data, recording positions and refusing unsafe tags."""
+
+    def __init__(self, source: str, loader: _Loader):
+        self.source = source
+        self.loader = loader
+        self.values: dict[KeyPath, Position] = {}
+        self.keys: dict[KeyPath, Position] = {}
+        self.issues: list[SpecIssue] = []
+        self.count = 0
+
+    def _pos(self, mark: Any) -> Position:
+        return Position(self.source, mark.line + 1, mark.column + 1)
+
+    def build(self, node: yaml.Node, path: KeyPath = (), depth: int = 0) -> Any:
+        self.count += 1
+        if self.count > _MAX_NODES or depth > _MAX_DEPTH:
+            raise _TooLarge(node)
+        self.values.setdefault(path, self._pos(node.start_mark))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path, depth)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != _SEQ_TAG:
+                self.issues.append(_issue(self.source, node.start_mark, _tag_message(node.tag), path))
+                return None
+            return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.ScalarNode, path: KeyPath) -> Any:
+        if node.tag == _TIMESTAMP_TAG:
+            return node.value  # a date in a description stays the text it was
+        if node.tag not in _SAFE_SCALAR_TAGS:
+            self.issues.append(_issue(self.source, node.start_mark, _tag_message(node.tag), path))
+            return None
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as error:
+            self.issues.append(_issue(self.source, node.start_mark, f"invalid value: {error}", path))
+            return None
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath, depth: int) -> Any:
+        if node.tag != _MAP_TAG:
+            self.issues.append(_issue(self.source, node.start_mark, _tag_message(node.tag), path))
+            return None
+        seen: dict[Any, Any] = {}
+        own_keys = [k for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"]
+        for key_node in own_keys:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.issues.append(
+                    _issue(self.source, key_node.start_mark, "keys must be plain strings", path)
+                )
+                continue
+            if key_node.value in seen:
+                first = seen[key_node.value].start_mark
+                self.issues.append(
+                    _issue(
+                        self.source,
+                        key_node.start_mark,
+                        f"duplicate key '{key_node.value}' (first given at line {first.line + 1})",
+                        path + (key_node.value,),
+                    )
+                )
+            seen[key_node.value] = key_node
+        try:
+            self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merges
+        except yaml.MarkedYAMLError as error:
+            self.issues.append(_issue(self.source, error.problem_mark, _syntax_message(error), path))
+            return None
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = key_node.value if key_node.tag in _SAFE_SCALAR_TAGS else None
+            if key is None:
+                self.issues.append(
+                    _issue(self.source, key_node.start_mark, _tag_message(key_node.tag), path)
+                )
+                continue
+            child = path + (key,)
+            self.keys[child] = self._pos(key_node.start_mark)
+            self.values.pop(child, None)  # a later duplicate or explicit key wins, as in YAML
+            result[key] = self.build(value_node, child, depth + 1)
+        return result
+
+
+class _TooLarge(Exception):
+    def __init__(self, node: yaml.Node):
+        self.node = node
+
+
+def _tag_message(tag: str) -> str:
+    shown = tag.replace("tag:yaml.org,2002:", "!!")
+    return f"tag {shown} is not allowed: a spec is plain data (mappings, lists, strings, numbers)"
+
+
+def parse_yaml(text: str, source: str, *, path: Path | None = None) -> Document:
+    """Parse YAML text into a Document.
+
+    Args:
+        text: the YAML text.
+        source: the name used in error messages.
+        path: the file it came from, if any.
+
+    Returns:
+        The Document; its data may be any YAML value (callers check the shape they need).
+
+    Raises:
+        SpecError: on a syntax error, tabs, duplicate keys, unsafe tags or an oversized document.
+    """
+    loader = _Loader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            raise SpecError([_issue(source, mark, _syntax_message(error))]) from None
+        except yaml.YAMLError as error:
+            raise SpecError([SpecIssue(source, None, None, "", f"YAML error: {error}")]) from None
+        if node is None:
+            return Document(None, source, text, path=path)
+        builder = _Builder(source, loader)
+        try:
+            data = builder.build(node)
+        except _TooLarge as error:
+            raise SpecError(
+                [
+                    _issue(
+                        source,
+                        error.node.start_mark,
+                        "document too large or too deeply nested (check anchors and aliases)",
+                    )
+                ]
+            ) from None
+        except RecursionError:
+            raise SpecError([_issue(source, node.start_mark, "document nested too deeply")]) from None
+        if builder.issues:
+            raise SpecError(builder.issues)
+        return Document(data, source, text, builder.values, builder.keys, path)
+    finally:
+        loader.dispose()
+
+
+def read_text(path: Path, source: str) -> str:
+    """Read a spec file as UTF-8, turning I/O and decoding problems into located SpecErrors."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError([SpecIssue(source, None, None, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise SpecError([SpecIssue(source, None, None, "", "is a directory, not a file")]) from None
+    except OSError as error:
+        raise SpecError([SpecIssue(source, None, None, "", f"cannot read: {error.strerror}")]) from None
+    if len(raw) > _MAX_BYTES:
+        raise SpecError([SpecIssue(source, None, None, "", f"file too large ({len(raw)} bytes)")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = raw[: error.start]
+        line = before.count(b"\n") + 1
+        column = error.start - (before.rfind(b"\n") + 1) + 1
+        raise SpecError(
+            [
+                SpecIssue(
+                    source,
+                    line,
+                    column,
+                    "",
+                    f"not valid UTF-8 (byte 0x{raw[error.start]:02x}); save the file as UTF-8",
+                )
+            ]
+        ) from None
+
+
+def load_yaml(path: str | Path) -> Document:
+    """Read and parse a YAML file with positions (see `parse_yaml`)."""
+    path = Path(path)
+    source = str(path)
+    text = read_text(path, source)
+    return parse_yaml(text, source, path=path)
+
+
+def apply_override(doc: Document, assignment: str) -> None:
+    """Apply one `--set key.path=value` to a Document in place.
+
+    The value is parsed as YAML (so `8`, `1e-3`, `[1, 2]` and `{a: 1}` work) with the same safety
+    rules as a file. Intermediate mappings are created; list indexes must exist, or equal the
+    list's length to append.
+
+    Raises:
+        SpecError: when the assignment is malformed or its path cannot be set.
+    """
+    source = f"--set {assignment}"
+    if "=" not in assignment:
+        raise SpecError([SpecIssue(source, None, None, "", "expected key.path=value")])
+    key_text, value_text = assignment.split("=", 1)
+    key_text = key_text.strip()
+    try:
+        key_path = parse_path(key_text)
+    except ValueError as error:
+        raise SpecError([SpecIssue(source, None, None, "", str(error))]) from None
+    value_doc = parse_yaml(value_text, source)
+    if not isinstance(doc.data, dict):
+        raise SpecError([SpecIssue(source, None, None, "", "the document is not a mapping")])
+    target: Any = doc.data
+    for i, part in enumerate(key_path[:-1]):
+        here = format_path(key_path[: i + 1])
+        if isinstance(part, int):
+            if not isinstance(target, list) or part >= len(target):
+                raise SpecError([SpecIssue(source, None, None, here, "no such list item")])
+            target = target[part]
+            continue
+        if not isinstance(target, dict):
+            raise SpecError([SpecIssue(source, None, None, here, "is not inside a mapping")])
+        nxt = key_path[i + 1]
+        if part not in target or target[part] is None:
+            target[part] = [] if isinstance(nxt, int) else {}
+        target = target[part]
+    last = key_path[-1]
+    if isinstance(last, int):
+        if not isinstance(target, list) or last > len(target):
+            raise SpecError([SpecIssue(source, None, None, key_text, "no such list item")])
+        if last == len(target):
+            target.append(value_doc.data)
+        else:
+            target[last] = value_doc.data
+    else:
+        if not isinstance(target, dict):
+            raise SpecError([SpecIssue(source, None, None, key_text, "is not inside a mapping")])
+        target[last] = value_doc.data
+    # Everything at or below the overridden path now comes from the command line.
+    for table in (doc.values, doc.keys):
+        for existing in [p for p in table if p[: len(key_path)] == key_path]:
+            del table[existing]
+    here = Position(source)
+    doc.keys[key_path] = here
+    doc.values[key_path] = here
+    for sub_path in value_doc.values:
+        doc.values[key_path + sub_path] = here

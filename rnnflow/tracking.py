@@ -1,0 +1,205 @@
+"""MLflow tracking: a Keras callback for metrics plus a few explicit log calls.
+
+MLflow is imported here only, and only when a run is tracked. A run that rnnflow starts is
+ended by rnnflow, with FINISHED, FAILED (and the error) or KILLED; a run the caller started is
+logged into and left open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import rnnflow._tf  # noqa: F401  (quiet TensorFlow import)  # isort: skip
+import keras
+
+from rnnflow.errors import TrackingError
+
+PARAM_VALUE_LIMIT = 500
+MODEL_ARTIFACT = "model"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten nested data into MLflow params: {'model.cells.0.units': '100', ...}."""
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(data, list) and data and all(isinstance(v, (dict, list)) for v in data):
+        for i, value in enumerate(data):
+            out.update(flatten(value, f"{prefix}.{i}"))
+    else:
+        text = json.dumps(data) if isinstance(data, (list, dict)) else ("null" if data is None else str(data))
+        if len(text) > PARAM_VALUE_LIMIT:
+            text = text[: PARAM_VALUE_LIMIT - 3] + "..."
+        out[prefix] = text
+    return out
+
+
+def tracking_uri(spec_uri: str | None) -> str:
+    """The tracking URI a run will use: the spec's, else MLflow's default (which honours
+    $MLFLOW_TRACKING_URI and is otherwise sqlite:///mlflow.db in the working directory)."""
+    import mlflow
+
+    if spec_uri:
+        mlflow.set_tracking_uri(spec_uri)
+    return mlflow.get_tracking_uri()
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when the tracking store cannot be used.
+
+    Raises:
+        TrackingError: for an HTTP server that does not answer, or a local store that cannot be written.
+    """
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                response.read(64)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            raise TrackingError(
+                f"cannot reach the MLflow tracking server at {uri} ({reason}); start it, or point "
+                "tracking.tracking_uri / MLFLOW_TRACKING_URI at a reachable store"
+            ) from None
+        return
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite":
+        local: Path | None = Path(uri[len("sqlite:///"):]).parent
+    elif parsed.scheme in ("file", ""):
+        local = Path(parsed.path)
+    else:
+        local = None
+    if local is not None:
+        probe = local if local.exists() else next((p for p in local.absolute().parents if p.exists()), Path("."))
+        if not os.access(probe, os.W_OK):
+            raise TrackingError(f"the tracking store {uri} is not writable ({probe})")
+
+
+class MetricsLogger(keras.callbacks.Callback):
+    """Logs the loss (and any evaluation during training) at each logged iteration.
+
+    Points are sent in batches (at most every `flush_seconds`) to keep tracking off the hot path.
+    """
+
+    def __init__(self, run_id: str, flush_seconds: float = 2.0):
+        super().__init__()
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient()
+        self.run_id = run_id
+        self.flush_seconds = flush_seconds
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), stamp, int(batch)) for k, v in (logs or {}).items())
+        if time.monotonic() - self._last_flush > self.flush_seconds:
+            self.flush()
+
+    def on_train_end(self, logs=None):
+        self.flush()
+
+    def flush(self) -> None:
+        """Send the pending points."""
+        for start in range(0, len(self._pending), 1000):
+            self.client.log_batch(self.run_id, metrics=self._pending[start : start + 1000])
+        self._pending = []
+        self._last_flush = time.monotonic()
+
+
+class Tracker:
+    """One tracked run: starting, logging and ending it.
+
+    Args:
+        experiment: the experiment name.
+        run_name: the run name.
+        tags: tags set at the start.
+        parent_run_id: make the run a child of this run.
+        resume_run_id: reopen this run instead of starting a new one.
+    """
+
+    def __init__(self, experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
+                 resume_run_id: str | None = None):
+        import mlflow
+
+        self.mlflow = mlflow
+        try:
+            if resume_run_id is None:
+                mlflow.set_experiment(experiment)
+        except Exception as error:  # the store refuses: report it, nothing has run yet
+            raise TrackingError(f"cannot use the tracking store {mlflow.get_tracking_uri()}: {error}") from None
+        active = mlflow.active_run()
+        self.owned = True
+        if resume_run_id is not None:
+            self.run = mlflow.start_run(run_id=resume_run_id)
+        elif active is not None and parent_run_id is None:
+            # Called inside a run the caller started: log into it, leave it open.
+            self.run = active
+            self.owned = False
+        else:
+            self.run = mlflow.start_run(run_name=run_name, nested=parent_run_id is not None,
+                                        parent_run_id=parent_run_id, tags=tags)
+        if not self.owned and tags:
+            mlflow.set_tags(tags)
+        self.run_id = self.run.info.run_id
+        self.experiment_id = self.run.info.experiment_id
+
+    def log_params(self, params: dict[str, str]) -> None:
+        self.mlflow.log_params(params, run_id=self.run_id)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.mlflow.log_metrics(metrics, step=step, run_id=self.run_id)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.mlflow.set_tag(key, value)
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path=folder, run_id=self.run_id)
+
+    def log_text(self, text: str, name: str) -> None:
+        self.mlflow.log_text(text, name, run_id=self.run_id)
+
+    def log_model(self, model: keras.Model, example: Any) -> None:
+        """Log the Keras model (explicit requirements: inferring them takes seconds)."""
+        import mlflow.keras
+        import tensorflow as tf
+
+        from rnnflow import __version__
+
+        signature = None
+        try:
+            from mlflow.models import infer_signature
+
+            signature = infer_signature(example, model(example, training=False).numpy())
+        except Exception:  # noqa: BLE001 - a signature is a nicety; the model matters
+            signature = None
+        mlflow.keras.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}",
+                              f"rnnflow=={__version__}"],
+        )
+
+    def end(self, status: str, error: str | None = None) -> None:
+        """End the run with a status; record the error when there is one."""
+        if error:
+            try:
+                self.mlflow.set_tag("rnnflow.error", error[:5000])
+                self.mlflow.log_text(error, "error.txt", run_id=self.run_id)
+            except Exception:  # noqa: BLE001 - ending the run matters more than the note
+                pass
+        if self.owned:
+            self.mlflow.end_run(status=status)

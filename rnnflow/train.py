@@ -1,0 +1,327 @@
+"""Training and evaluation. Knows nothing of MLflow: tracking listens through Keras callbacks.
+
+The training loop runs several gradient steps per call of one compiled TensorFlow function (the
+step count, the weights and the optimizer state all live in TensorFlow variables, so the state is
+consistent whenever the loop stops). Batches come from a deterministic stream of shuffled
+indexes that depends only on the seed and the iteration, which is what makes an interrupted run
+resumable to the same final numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import rnnflow._tf  # noqa: F401  (quiet TensorFlow import)  # isort: skip
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from rnnflow.errors import TrainingError  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rnnflow.compile import CompiledModel
+    from rnnflow.data.base import DataBundle, Split
+    from rnnflow.spec import Spec
+    from rnnflow.spec.spec import TrainSpec
+
+log = logging.getLogger("rnnflow")
+
+# Keras callback hooks the trainer calls: on_train_begin, on_train_batch_end(iteration, logs) at
+# every logged point, on_epoch_end(epoch, logs) and on_train_end(logs).
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy, TensorFlow and Keras, and ask TensorFlow for deterministic kernels."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def make_optimizer(train: TrainSpec) -> keras.optimizers.Optimizer:
+    """The Keras optimizer a train section asks for."""
+    common: dict[str, Any] = {"learning_rate": train.learning_rate}
+    if train.clip_norm is not None:
+        common["clipnorm"] = train.clip_norm
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=train.momentum, **common)
+    if train.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(momentum=train.momentum, **common)
+    return {
+        "adam": keras.optimizers.Adam,
+        "adagrad": keras.optimizers.Adagrad,
+        "adamw": keras.optimizers.AdamW,
+        "nadam": keras.optimizers.Nadam,
+    }[train.optimizer](**common)
+
+
+def loss_value(loss: str, y, pred, weights=None):
+    """The mean loss over all target elements (weighted by `weights` when given), as a tensor."""
+    y = tf.convert_to_tensor(y)
+    pred = tf.convert_to_tensor(pred)
+    if loss == "sparse_categorical_crossentropy":
+        per = keras.losses.sparse_categorical_crossentropy(tf.cast(y, "int32"), pred, from_logits=True)
+    else:
+        diff = pred - tf.cast(y, pred.dtype)
+        per = tf.square(diff) if loss == "mse" else tf.abs(diff)
+        per = tf.reduce_mean(per, axis=-1)
+    if weights is None:
+        return tf.reduce_mean(per)
+    weights = tf.cast(weights, per.dtype)
+    return tf.reduce_sum(per * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def metric_values(names: list[str], loss: str, split: Split, pred: np.ndarray, top_k: int) -> dict[str, float]:
+    """The loss and the named metrics of predictions on a split (NumPy, weighted like the loss)."""
+    results = {"loss": float(loss_value(loss, split.y, pred, split.weights))}
+    weights = split.weights
+    for name in names:
+        if name in ("mse", "mae", "rmse"):
+            diff = pred - split.y
+            per = np.mean(diff**2 if name != "mae" else np.abs(diff), axis=-1)
+            value = _weighted_mean(per, weights)
+            results[name] = math.sqrt(value) if name == "rmse" else value
+        elif name == "accuracy":
+            results[name] = _weighted_mean((np.argmax(pred, axis=-1) == split.y).astype(np.float64), weights)
+        elif name == "top_k_accuracy":
+            k = min(top_k, pred.shape[-1])
+            target_score = np.take_along_axis(pred, split.y[..., None].astype(np.int64), axis=-1)[..., 0]
+            # in_top_k: the target is among the k largest (counting how many scores beat it).
+            better = (pred > target_score[..., None]).sum(axis=-1)
+            results[f"top_{top_k}_accuracy"] = _weighted_mean((better < k).astype(np.float64), weights)
+    return results
+
+
+def _weighted_mean(values: np.ndarray, weights: np.ndarray | None) -> float:
+    if weights is None:
+        return float(np.mean(values))
+    return float(np.sum(values * weights) / max(float(np.sum(weights)), 1.0))
+
+
+def batch_indices(seed: int, n: int, batch: int, start: int, count: int, shuffle: bool) -> np.ndarray:
+    """Indexes of the training batches for iterations [start, start + count), shape (count, batch).
+
+    The stream is the concatenation of one permutation of range(n) per pass, each drawn from
+    its own seed, so any stretch of it can be computed without the ones before.
+    """
+    first = start * batch
+    last = (start + count) * batch
+    parts = []
+    for epoch in range(first // n, (last - 1) // n + 1):
+        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        lo = max(first - epoch * n, 0)
+        hi = min(last - epoch * n, n)
+        parts.append(order[lo:hi])
+    return np.concatenate(parts).astype(np.int32).reshape(count, batch)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What training did.
+
+    Attributes:
+        iterations: gradient steps done in total (including before a resume).
+        curve: (iteration, mean loss since the previous point) at each logged point.
+        seconds: wall time of this training session.
+        steps_per_execution: gradient steps per compiled call.
+    """
+
+    iterations: int
+    curve: list[tuple[int, float]]
+    seconds: float
+    steps_per_execution: int
+
+
+class Interrupted(Exception):
+    """Training stopped on Ctrl-C; the state is consistent at `iteration`."""
+
+    def __init__(self, iteration: int):
+        super().__init__(f"interrupted at iteration {iteration}")
+        self.iteration = iteration
+
+
+class Trainer:
+    """Trains a compiled model on a data bundle as a spec's `train` section says.
+
+    Args:
+        spec: the validated spec (its `train` section must not be null).
+        compiled: the model.
+        data: the data.
+        callbacks: Keras callbacks (progress bar, tracking, ...).
+    """
+
+    def __init__(self, spec: Spec, compiled: CompiledModel, data: DataBundle, callbacks=()):
+        assert spec.train is not None
+        self.spec = spec
+        self.train_spec = spec.train
+        self.compiled = compiled
+        self.model = compiled.model
+        self.data = data
+        self.callbacks = list(callbacks)
+        self.optimizer = make_optimizer(spec.train)
+        self.optimizer.build(self.model.trainable_variables)
+        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        n = len(data.train)
+        self.batch_size = min(spec.train.batch_size, n)
+        if self.batch_size < spec.train.batch_size:
+            log.warning("batch_size %d is larger than the %d training sequences; using %d",
+                        spec.train.batch_size, n, self.batch_size)
+        self.steps_per_epoch = math.ceil(n / self.batch_size)
+        kind, count = spec.train.schedule
+        self.total = count * self.steps_per_epoch if kind == "epochs" else count
+        self.log_every = spec.train.log_every or max(1, self.total // 100)
+        self.eval_every = spec.evaluate.every
+        self.steps_per_execution = spec.train.steps_per_execution or self.log_every
+        split = data.train
+        self._x = tf.constant(split.x)
+        self._y = tf.constant(split.y)
+        self._w = tf.constant(split.weights) if split.weights is not None else None
+        self._l = tf.constant(split.lengths) if split.lengths is not None else None
+        self._step_fn = self._make_step_fn()
+        self._stop_requested = False
+
+    # --- the compiled loop ---
+
+    def _make_step_fn(self):
+        model, optimizer, loss_name = self.model, self.optimizer, self.train_spec.loss
+        variables = model.trainable_variables
+        has_w, has_l = self._w is not None, self._l is not None
+        iteration = self.iteration
+
+        def run_steps(x, y, w, lengths, indexes):
+            count = tf.shape(indexes)[0]
+            losses = tf.fill([count], tf.constant(float("nan"), tf.float32))
+            for k in tf.range(count):
+                rows = indexes[k]
+                xb = tf.gather(x, rows)
+                inputs = {"inputs": xb, "lengths": tf.gather(lengths, rows)} if has_l else xb
+                with tf.GradientTape() as tape:
+                    pred = model(inputs, training=True)
+                    loss = loss_value(loss_name, tf.gather(y, rows), pred, tf.gather(w, rows) if has_w else None)
+                losses = tf.tensor_scatter_nd_update(losses, [[k]], [tf.cast(loss, tf.float32)])
+                if not tf.math.is_finite(loss):
+                    break  # leave the weights as they were before the bad step
+                grads = tape.gradient(loss, variables)
+                optimizer.apply(grads, variables)
+                iteration.assign_add(1)
+            return losses
+
+        return tf.function(run_steps, jit_compile=self.train_spec.jit_compile, reduce_retracing=True)
+
+    # --- the Python loop ---
+
+    def _handle_sigint(self, signum, frame):
+        if self._stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
+    def run(self) -> TrainResult:
+        """Train until the planned number of iterations (continuing from `self.iteration`).
+
+        Raises:
+            TrainingError: when the loss becomes NaN or infinite (names the iteration).
+            Interrupted: on Ctrl-C, once the current chunk of steps has finished.
+        """
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._handle_sigint)
+        try:
+            return self._loop()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _boundary(self, done: int) -> int:
+        """The next iteration at which Python must look: a log point, an evaluation, an epoch end."""
+        marks = [self.total, (done // self.log_every + 1) * self.log_every,
+                 done + self.steps_per_execution]
+        if self.eval_every:
+            marks.append((done // self.eval_every + 1) * self.eval_every)
+        if self.spec.evaluate.every_epoch:
+            marks.append((done // self.steps_per_epoch + 1) * self.steps_per_epoch)
+        return min(marks)
+
+    def _loop(self) -> TrainResult:
+        for cb in self.callbacks:
+            cb.on_train_begin({"total": self.total, "start": int(self.iteration.numpy())})
+        seed = self.spec.seed
+        n = len(self.data.train)
+        curve: list[tuple[int, float]] = []
+        pending: list[float] = []
+        started = time.perf_counter()
+        done = int(self.iteration.numpy())
+        first = done
+        while done < self.total:
+            if self._stop_requested:
+                raise Interrupted(done)
+            stop = self._boundary(done)
+            indexes = batch_indices(seed, n, self.batch_size, done, stop - done, self.train_spec.shuffle)
+            losses = self._step_fn(self._x, self._y, self._w, self._l, tf.constant(indexes)).numpy()
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if bad.size:
+                at = done + int(bad[0]) + 1
+                raise TrainingError(f"the loss became {losses[bad[0]]} at iteration {at}; training stopped there "
+                                    "(try a lower train.learning_rate or train.clip_norm)")
+            pending.extend(losses.tolist())
+            done = int(self.iteration.numpy())
+            logs: dict[str, float] = {}
+            if done % self.log_every == 0 or done == self.total:
+                logs["loss"] = float(np.mean(pending))
+                curve.append((done, logs["loss"]))
+                pending = []
+            if (self.eval_every and done % self.eval_every == 0) or (
+                self.spec.evaluate.every_epoch and done % self.steps_per_epoch == 0
+            ):
+                logs.update({f"eval_{k}": v for k, v in self.evaluate("eval").items()})
+            if logs:
+                for cb in self.callbacks:
+                    cb.on_train_batch_end(done, logs)
+            if done % self.steps_per_epoch == 0:
+                for cb in self.callbacks:
+                    cb.on_epoch_end(done // self.steps_per_epoch, logs)
+        seconds = time.perf_counter() - started
+        for cb in self.callbacks:
+            cb.on_train_end({"iterations": done, "seconds": seconds, "trained": done - first})
+        return TrainResult(done, curve, seconds, self.steps_per_execution)
+
+    def evaluate(self, which: str) -> dict[str, float]:
+        """Loss and metrics on the `train` or `eval` split."""
+        return evaluate(self.compiled, getattr(self.data, which), self.train_spec)
+
+    # --- checkpoints ---
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue: model variables (with RNG states), optimizer, iteration."""
+        arrays = {f"model/{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.variables)}
+        arrays.update({f"optimizer/{i}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)})
+        arrays["iteration"] = np.asarray(self.iteration.numpy())
+        return arrays
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore a `state()`.
+
+        Raises:
+            TrainingError: when the checkpoint does not fit this model.
+        """
+        model_vars, opt_vars = self.model.variables, self.optimizer.variables
+        expected = len(model_vars) + len(opt_vars) + 1
+        if len(arrays) != expected:
+            raise TrainingError(f"the checkpoint holds {len(arrays)} arrays, this model needs {expected}")
+        for prefix, variables in (("model", model_vars), ("optimizer", opt_vars)):
+            for i, var in enumerate(variables):
+                value = arrays[f"{prefix}/{i}"]
+                if tuple(value.shape) != tuple(var.shape):
+                    raise TrainingError(f"checkpoint {prefix} variable {i} has shape {value.shape}, "
+                                        f"the model's {var.path} has {tuple(var.shape)}")
+                var.assign(value)
+        self.iteration.assign(int(arrays["iteration"]))
+
+
+def evaluate(compiled: CompiledModel, split: Split, train: TrainSpec) -> dict[str, float]:
+    """Loss and metrics of the model on a split."""
+    pred = compiled.predict(split)
+    return metric_values(list(train.metrics), train.loss, split, pred, train.top_k)
