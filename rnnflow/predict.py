@@ -1,0 +1,139 @@
+"""`rnnflow predict`: reload a run's logged model and predict, with dropout off."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rnnflow.errors import DataError, RnnflowError
+
+_FORMATS = ".npy, .npz (key 'inputs', optional 'lengths'), .csv (one sequence: a row per step) or .json"
+
+
+def load_run_model(run_id: str):
+    """The Keras model logged by a run.
+
+    Raises:
+        RnnflowError: when the run does not exist or logged no model.
+    """
+    import mlflow.keras
+    from mlflow.exceptions import MlflowException
+
+    import rnnflow.cells  # noqa: F401  (custom objects must be registered before loading)
+    import rnnflow.wrappers  # noqa: F401
+
+    try:
+        return mlflow.keras.load_model(f"runs:/{run_id}/model")
+    except MlflowException as error:
+        raise RnnflowError(f"cannot load the model of run {run_id}: {error.message}") from None
+    except OSError as error:
+        raise RnnflowError(f"cannot load the model of run {run_id}: {error}") from None
+
+
+def run_eval_inputs(run_id: str) -> Any:
+    """The evaluation inputs of a run, rebuilt from its resolved spec."""
+    from mlflow.tracking import MlflowClient
+
+    from rnnflow.data.base import LoadContext
+    from rnnflow.spec import spec_from_text
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            text = Path(MlflowClient().download_artifacts(run_id, "spec/resolved.yaml", tmp)).read_text()
+        except Exception as error:  # noqa: BLE001 - MLflow raises several kinds here
+            raise RnnflowError(f"run {run_id} has no spec/resolved.yaml artifact ({error})") from None
+    spec = spec_from_text(text, source=f"run {run_id}: spec/resolved.yaml")
+    data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+    return data.eval.inputs()
+
+
+def read_inputs(path: Path) -> Any:
+    """Read model inputs from a file (see `_FORMATS`).
+
+    Raises:
+        DataError: naming the file and what was expected.
+    """
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    lengths = None
+    try:
+        if suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                if "inputs" not in archive.files:
+                    raise DataError(f"{path}: no 'inputs' array (found {', '.join(archive.files) or 'nothing'})")
+                x = archive["inputs"]
+                lengths = archive["lengths"] if "lengths" in archive.files else None
+        elif suffix == ".csv":
+            x = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float32)
+        elif suffix == ".json":
+            content = json.loads(path.read_text())
+            if isinstance(content, dict):
+                x, lengths = content.get("inputs"), content.get("lengths")
+            else:
+                x = content
+            x = np.asarray(x, dtype=np.float32)
+        else:
+            raise DataError(f"{path}: unknown input format '{suffix}'; use {_FORMATS}")
+    except DataError:
+        raise
+    except (OSError, ValueError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: cannot read inputs ({error}); expected {_FORMATS}") from None
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 2:  # one sequence
+        x = x[None]
+    if x.ndim != 3:
+        raise DataError(f"{path}: inputs have shape {x.shape}; expected (sequences, steps, features)")
+    if lengths is not None:
+        return {"inputs": x, "lengths": np.asarray(lengths, dtype=np.int32)}
+    return x
+
+
+def check_inputs(model, inputs: Any, source: str) -> Any:
+    """Check inputs against the model's input shape (and add lengths when the model needs them)."""
+    import numpy as np
+
+    x = inputs["inputs"] if isinstance(inputs, dict) else inputs
+    expected = next(t for t in model.inputs if t.name.startswith("inputs")).shape
+    steps, features = expected[1], expected[2]
+    if x.shape[2] != features or (steps is not None and x.shape[1] != steps):
+        raise DataError(f"{source}: inputs have shape {tuple(x.shape)}; this model reads "
+                        f"(sequences, {steps}, {features})")
+    needs_lengths = len(model.inputs) > 1
+    if needs_lengths and not isinstance(inputs, dict):
+        return {"inputs": x, "lengths": np.full((x.shape[0],), x.shape[1], np.int32)}
+    if not needs_lengths and isinstance(inputs, dict):
+        return x
+    return inputs
+
+
+def predict_run(run_id: str, input_file: Path | None, output_file: Path | None) -> None:
+    """Predict with a run's model and print the predictions (or write them to `output_file`)."""
+    import numpy as np
+
+    model = load_run_model(run_id)
+    if input_file is None:
+        inputs, source = run_eval_inputs(run_id), f"run {run_id} evaluation data"
+    else:
+        inputs, source = read_inputs(input_file), str(input_file)
+    inputs = check_inputs(model, inputs, source)
+    pred = np.asarray(model(inputs, training=False))
+    if output_file is None:
+        click.echo(json.dumps(pred.tolist()))
+        return
+    suffix = output_file.suffix.lower()
+    if suffix == ".npy":
+        np.save(output_file, pred)
+    elif suffix == ".csv":
+        np.savetxt(output_file, pred.reshape(pred.shape[0], -1), delimiter=",")
+    elif suffix == ".json":
+        output_file.write_text(json.dumps(pred.tolist()))
+    else:
+        raise RnnflowError(f"{output_file}: write predictions as .npy, .csv or .json")
+    click.echo(f"wrote {pred.shape} predictions to {output_file}")

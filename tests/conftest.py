@@ -1,0 +1,111 @@
+"""Shared fixtures: a temporary MLflow store, a tiny MNIST file, and spec shrinking for tiny runs.
+
+Everything that imports TensorFlow or MLflow does it inside fixtures or tests, so collecting the
+tests stays fast and the spec-only tests never pay for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+PIPELINES = sorted((ROOT / "pipelines").glob("*.yaml"))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory) -> str:
+    """A fresh SQLite MLflow store for the whole session, used through MLFLOW_TRACKING_URI."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture(scope="session")
+def client(mlflow_store):
+    """An MlflowClient on the session store."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(mlflow_store)
+
+
+def write_tiny_mnist(path: Path, train: int = 300, test: int = 100, seed: int = 0) -> Path:
+    """An MNIST-format file whose digits are learnable: each class lights up its own rows."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 * label : 2 * label + 4, 4:24] = 255
+        return images, labels
+
+    x_train, y_train = make(train)
+    x_test, y_test = make(test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory) -> Path:
+    """A small MNIST-format file, also announced through $RNNFLOW_MNIST for the specs."""
+    path = write_tiny_mnist(tmp_path_factory.mktemp("mnist") / "mnist.npz")
+    os.environ["RNNFLOW_MNIST"] = str(path)
+    return path
+
+
+def shrink(spec_path: Path) -> list[str]:
+    """`--set` overrides that turn a full spec into a run of a few seconds: 3 iterations, small layers."""
+    from rnnflow.spec import load_spec
+
+    spec = load_spec(spec_path)
+    out: list[str] = []
+    for i, cell in enumerate(spec.model.cells):
+        out.append(f"model.cells[{i}].units={min(cell.units, 8)}")
+        if cell.layers > 2:
+            out.append(f"model.cells[{i}].layers=2")
+        device = cell.wrapper("device")
+        if device is not None:
+            j = cell.wrappers.index(device)
+            out.append(f"model.cells[{i}].wrappers[{j}].strict=false")
+    data = spec.data
+    if data.type == "sine":
+        if data.sampling == "random":
+            out += ["data.train_windows=40", "data.eval_windows=8"]
+        else:
+            out.append("data.steps=20")
+    elif data.type == "mnist":
+        out += ["data.train_limit=60", "data.eval_limit=30"]
+    elif data.type == "padded" and data.generate is not None:
+        out += ["data.generate.count=40", "data.generate.eval_count=10"]
+    if spec.train is not None:
+        if spec.train.epochs is not None:
+            out.append("train.epochs=1")
+            out.append(f"train.batch_size={min(spec.train.batch_size, 20)}")
+        else:
+            out.append("train.iterations=3")
+            out.append(f"train.batch_size={min(spec.train.batch_size, 8)}")
+        if spec.train.log_every is not None:
+            out.append("train.log_every=1")
+    if spec.evaluate.every is not None:
+        out.append("evaluate.every=2")
+    for i, step in enumerate(spec.evaluate.steps):
+        if step.type == "generate":
+            out.append(f"evaluate.steps[{i}].length=5")
+    return out
