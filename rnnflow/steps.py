@@ -253,6 +253,8 @@ class OutputsStep(StepSpec):
 
 
 def _tolist(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _tolist(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_tolist(v) for v in value]
     return value.tolist() if hasattr(value, "tolist") else value

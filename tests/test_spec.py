@@ -44,6 +44,15 @@ def test_shipped_files_are_valid(path):
     assert check_file(path) in {"spec", "pipeline"}
 
 
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_resolved_spec_validates_to_itself(path):
+    import yaml
+
+    resolved = load_spec(path).resolved()
+    again = spec_from_text(yaml.safe_dump(resolved, sort_keys=False), source="resolved")
+    assert again.resolved() == resolved
+
+
 def test_specs_exist():
     names = {p.stem for p in SPECS}
     assert {"sine_forecast", "gru_forecast"} <= names

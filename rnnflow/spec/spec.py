@@ -68,8 +68,6 @@ class TrainSpec(Section):
     def _schedule(self) -> TrainSpec:
         if self.iterations is not None and self.epochs is not None:
             raise at("epochs", "give iterations or epochs, not both")
-        if "top_k_accuracy" not in self.metrics and "top_k" in self.model_fields_set:
-            raise at("top_k", "top_k is used only by the top_k_accuracy metric")
         return self
 
     @property
