@@ -27,12 +27,15 @@ def _quiet_import() -> None:
         os.dup2(devnull, fd)
         os.close(devnull)
     try:
-        import tensorflow  # noqa: F401
+        import tensorflow as tf
         import keras  # noqa: F401
     finally:
         if saved is not None:
             os.dup2(saved, fd)
             os.close(saved)
+    # TensorFlow's Python warnings (e.g. about retracing when batch shapes change between
+    # prediction and generation) are about TensorFlow's internals, not the user's spec.
+    tf.get_logger().setLevel("ERROR")
 
 
 _quiet_import()

@@ -188,6 +188,61 @@ def predict(run_id: str, input_file: Path | None, output_file: Path | None) -> N
     predict_run(run_id, input_file, output_file)
 
 
+@main.group()
+def pipeline() -> None:
+    """Run many specs (with overrides and grids) as one comparison."""
+
+
+@pipeline.command("run")
+@click.argument("pipeline_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a value in every run's spec (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Validate every run and list them; train nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@user_errors
+def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
+    """Run every entry of PIPELINE_FILE as a child of one parent MLflow run.
+
+    Every resolved spec is validated first. A failing run is recorded FAILED and the others
+    still run; the command then exits 1. The parent run gets a summary and overlay plots.
+    """
+    from rnnflow.pipeline_spec import load_pipeline
+
+    spec_pipeline, children = load_pipeline(pipeline_file, overrides)
+    if dry_run:
+        click.echo(f"{spec_pipeline.name}: {len(children)} run(s) in experiment '{spec_pipeline.experiment}'")
+        for child in children:
+            click.echo(f"  {child.name}: " + (" ".join(child.overrides) or "(no overrides)"))
+        return
+    from rnnflow.pipeline import run_pipeline
+
+    result = run_pipeline(pipeline_file, overrides, quiet=quiet, echo=click.echo)
+    click.echo(f"parent run id: {result.parent_run_id}")
+    click.echo(f"compare them with: rnnflow compare --parent {result.parent_run_id}")
+    if result.failed:
+        click.echo(f"rnnflow: {len(result.failed)} of {len(result.children)} run(s) failed", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--experiment", default=None, help="Experiment name (default: rnnflow).")
+@click.option("--parent", default=None, metavar="RUN_ID", help="Only the children of this pipeline run.")
+@click.option("--metric", default=None, help="Sort by this metric, best first (default: eval_loss).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@user_errors
+def compare(experiment: str | None, parent: str | None, metric: str | None, fmt: str) -> None:
+    """Compare runs: the params that differ between them and their final metrics, best first."""
+    from rnnflow.compare import compare_runs, render
+
+    if experiment and parent:
+        raise click.UsageError("give --experiment or --parent, not both")
+    header, rows = compare_runs(experiment, parent, metric)
+    if not rows:
+        click.echo("no runs")
+        return
+    click.echo(render(header, rows, fmt))
+
+
 @main.command()
 @click.option("--port", default=5000, show_default=True, help="Port of the UI.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")

@@ -1,11 +1,224 @@
-"""Which kind of file `rnnflow validate` is looking at, and validating it."""
+"""Pipeline files: many runs of specs, each with overrides and/or a grid, validated up front.
+
+```yaml
+name: cell_comparison
+experiment: rnnflow-cells
+set:                                   # applied to every run
+  train.iterations: 1500
+runs:
+  - spec: ../specs/gru_forecast.yaml   # relative to this file
+    grid:                              # one run per combination
+      model.cells[0].type: [rnn, lstm, gru]
+      train.learning_rate: [1e-3, 1e-4]
+```
+
+Every resolved spec is validated before anything trains; an error in an override points at the
+line of the pipeline file that wrote it. Nothing here imports TensorFlow.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from pathlib import Path
+from typing import Any
 
-from rnnflow.spec.spec import spec_from_document
-from rnnflow.spec.yamlio import load_yaml
+from pydantic import Field
+
+from rnnflow.errors import SpecError, SpecIssue
+from rnnflow.spec.base import Section
+from rnnflow.spec.spec import NAME_PATTERN, Spec, spec_from_document
+from rnnflow.spec.validate import validate
+from rnnflow.spec.yamlio import Document, KeyPath, Position, apply_override, load_yaml, parse_path, set_path
+
+MAX_RUNS = 1000
+
+
+class RunEntry(Section):
+    """One spec to run, with its overrides and an optional grid of values."""
+
+    spec: str = Field(..., min_length=1, description="The spec file, relative to the pipeline file.")
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="Child run name (default: the spec's).")
+    set: dict[str, Any] = Field(default_factory=dict, description="Overrides: key path -> value.")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Key path -> list of values; one run per combination."
+    )
+
+
+class Pipeline(Section):
+    """A list of runs recorded as children of one parent MLflow run."""
+
+    name: str = Field(..., pattern=NAME_PATTERN, description="The pipeline's name (default: the file name).")
+    description: str = Field("", max_length=10_000, description="What the comparison is about.")
+    experiment: str = Field("rnnflow", min_length=1, max_length=200,
+                            description="MLflow experiment of the parent and every child run.")
+    tracking_uri: str | None = Field(None, description="Tracking store; default: MLflow's own.")
+    set: dict[str, Any] = Field(default_factory=dict, description="Overrides applied to every run.")
+    runs: list[RunEntry] = Field(..., min_length=1, description="The runs.")
+
+
+@dataclasses.dataclass
+class Child:
+    """One resolved run of a pipeline.
+
+    Attributes:
+        name: the child run's name.
+        spec: the validated spec, overrides applied.
+        overrides: the overrides as `key.path=value` texts (for tags and the record).
+        varied: the grid values of this child (key path text -> value).
+    """
+
+    name: str
+    spec: Spec
+    overrides: list[str]
+    varied: dict[str, Any]
+
+
+def is_pipeline(doc: Document) -> bool:
+    """A pipeline file is a mapping with a `runs` key; anything else is read as a spec."""
+    return isinstance(doc.data, dict) and "runs" in doc.data
+
+
+def _value_text(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _key_issue(doc: Document, where: KeyPath, key: str) -> SpecIssue | None:
+    try:
+        parse_path(key)
+    except ValueError as error:
+        pos = doc.position(where + (key,), key=True)
+        return SpecIssue(pos.source, pos.line, pos.column, _render(where + (key,)), str(error))
+    return None
+
+
+def _render(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "." in part or "[" in part:
+            out += f"['{part}']"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def expand(pipeline: Pipeline, doc: Document, extra: tuple[str, ...] = ()) -> list[Child]:
+    """Resolve every run of a pipeline into a validated spec.
+
+    Args:
+        pipeline: the validated pipeline.
+        doc: its document (for positions and the base directory).
+        extra: `--set` overrides applied to every child after the pipeline's own.
+
+    Raises:
+        SpecError: every problem of every child, located in the pipeline or spec file.
+    """
+    base = doc.path.resolve().parent if doc.path is not None else Path.cwd()
+    issues: list[SpecIssue] = []
+    for key in pipeline.set:
+        issue = _key_issue(doc, ("set",), key)
+        issues += [issue] if issue else []
+    for i, entry in enumerate(pipeline.runs):
+        for section in ("set", "grid"):
+            for key in getattr(entry, section):
+                issue = _key_issue(doc, ("runs", i, section), key)
+                issues += [issue] if issue else []
+        for key, values in entry.grid.items():
+            if not values:
+                pos = doc.position(("runs", i, "grid", key))
+                issues.append(SpecIssue(pos.source, pos.line, pos.column, _render(("runs", i, "grid", key)),
+                                        "give at least one value"))
+    if issues:
+        raise SpecError(issues)
+    total = sum(_combinations(e) for e in pipeline.runs)
+    if total > MAX_RUNS:
+        pos = doc.position(("runs",))
+        raise SpecError([SpecIssue(pos.source, pos.line, pos.column, "runs",
+                                   f"{total} runs in all; at most {MAX_RUNS} (split the pipeline)")])
+    children: list[Child] = []
+    names: dict[str, int] = {}
+    for i, entry in enumerate(pipeline.runs):
+        spec_path = Path(entry.spec)
+        spec_path = spec_path if spec_path.is_absolute() else base / spec_path
+        keys = list(entry.grid)
+        for values in itertools.product(*(entry.grid[k] for k in keys)):
+            varied = dict(zip(keys, values))
+            try:
+                child = _child(pipeline, doc, i, entry, spec_path, varied, extra)
+            except SpecError as error:
+                issues.extend(error.issues)
+                continue
+            count = names.get(child.name, 0)
+            names[child.name] = count + 1
+            if count:
+                child.name = f"{child.name}-{count + 1}"
+                child.spec.tracking.run_name = child.name
+            children.append(child)
+    if issues:
+        unique = {(x.source, x.line, x.column, x.path, x.message): x for x in issues}
+        raise SpecError(list(unique.values()))
+    return children
+
+
+def _combinations(entry: RunEntry) -> int:
+    total = 1
+    for values in entry.grid.values():
+        total *= len(values)
+    return total
+
+
+def _child(pipeline: Pipeline, doc: Document, index: int, entry: RunEntry, spec_path: Path,
+           varied: dict[str, Any], extra: tuple[str, ...]) -> Child:
+    spec_doc = load_yaml(spec_path)
+    texts: list[str] = []
+    entry_path: KeyPath = ("runs", index)
+    layers = [(("set",), pipeline.set), (entry_path + ("set",), entry.set), (entry_path + ("grid",), varied)]
+    for where, assignments in layers:
+        for key, value in assignments.items():
+            pos = doc.position(where + (key,), key=True)
+            set_path(spec_doc, parse_path(key), value, Position(pos.source, pos.line, pos.column))
+            texts.append(f"{key}={_value_text(value)}")
+    for assignment in extra:
+        apply_override(spec_doc, assignment)
+        texts.append(assignment)
+    pos = doc.position(entry_path)
+    here = Position(pos.source, pos.line, pos.column)
+    set_path(spec_doc, ("tracking", "experiment"), pipeline.experiment, here)
+    if pipeline.tracking_uri is not None:
+        set_path(spec_doc, ("tracking", "tracking_uri"), pipeline.tracking_uri, here)
+    base_name = entry.name or (spec_doc.data.get("name") if isinstance(spec_doc.data, dict) else None) \
+        or spec_path.stem
+    label = ",".join(f"{parse_path(k)[-1]}={_value_text(v)}" for k, v in varied.items())
+    name = f"{base_name}[{label}]" if label else str(base_name)
+    set_path(spec_doc, ("tracking", "run_name"), name, here)
+    try:
+        spec = spec_from_document(spec_doc)
+    except SpecError as error:
+        where = f" (run {name} of {spec_path.name})"
+        raise SpecError([dataclasses.replace(x, message=x.message + where) for x in error.issues]) from None
+    return Child(name, spec, texts, varied)
+
+
+def load_pipeline(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Pipeline, list[Child]]:
+    """Load a pipeline file and resolve every run into a validated spec.
+
+    Raises:
+        SpecError: listing every problem, located in the pipeline file or the spec files.
+    """
+    doc = load_yaml(path)
+    return pipeline_from_document(doc, overrides)
+
+
+def pipeline_from_document(doc: Document, overrides: tuple[str, ...] = ()) -> tuple[Pipeline, list[Child]]:
+    """Validate a pipeline Document and expand it (see `load_pipeline`)."""
+    if isinstance(doc.data, dict) and "name" not in doc.data and doc.path is not None:
+        doc.data = {"name": doc.path.stem, **doc.data}
+    pipeline = validate(doc, Pipeline, what="pipeline")
+    return pipeline, expand(pipeline, doc, tuple(overrides))
 
 
 def check_file(path: Path, overrides: tuple[str, ...] = ()) -> str:
@@ -15,5 +228,16 @@ def check_file(path: Path, overrides: tuple[str, ...] = ()) -> str:
         SpecError: listing every problem in the file.
     """
     doc = load_yaml(path)
+    if is_pipeline(doc):
+        pipeline_from_document(doc, overrides)
+        return "pipeline"
     spec_from_document(doc, overrides)
     return "spec"
+
+
+def pipeline_schema() -> dict[str, Any]:
+    """The JSON Schema of pipeline files."""
+    schema = Pipeline.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "rnnflow pipeline"
+    return schema

@@ -178,6 +178,7 @@ class _Run:
                 result = self._body(compiled, data, Path(tmp))
             except BaseException as error:
                 self._fail(error)
+                error.rnnflow_run_id = self.tracker.run_id  # lets a pipeline find the recorded run
                 raise
         return result
 

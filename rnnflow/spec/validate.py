@@ -21,6 +21,7 @@ from rnnflow.spec.yamlio import Document, KeyPath, format_path
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 _AT = re.compile(r"^@([^:]+): (.*)$", re.S)
+_INTERNAL_STEP = re.compile(r"^[a-z-]+\[.*\]$")
 
 
 def _model_classes(annotation: Any) -> list[type]:
@@ -84,8 +85,8 @@ def _resolve(root: type[pydantic.BaseModel], data: Any, loc: tuple) -> tuple[Key
             continue  # a union tag, not a key
         if not isinstance(data, dict) and part in {_tag_of(c) for c in classes}:
             continue
-        if "[" in part or part in {"function-after", "function-before", "function-wrap"}:
-            continue  # pydantic-internal location steps
+        if not (isinstance(data, dict) and part in data) and _INTERNAL_STEP.match(part):
+            continue  # pydantic-internal location steps such as function-after[...]
         path.append(part)
         field = next((c.model_fields[part] for c in classes if part in c.model_fields), None)
         annotation = field.annotation if field is not None else None

@@ -9,6 +9,7 @@ and keeps a map from each key path to its line and column, so validation errors 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from pathlib import Path
@@ -131,7 +132,10 @@ def _syntax_message(error: yaml.MarkedYAMLError) -> str:
     if "'\\t'" in problem:
         return "tab character: YAML indentation must use spaces, not tabs"
     context = f"{error.context}: " if error.context else ""
-    return f"YAML syntax error: {context}{problem}"
+    hint = ""
+    if "flow mapping" in context and "'['" in problem:
+        hint = " (inside { } quote keys that contain brackets: {'model.cells[0].units': 8})"
+    return f"YAML syntax error: {context}{problem}{hint}"
 
 
 class _Builder:
@@ -329,46 +333,54 @@ def apply_override(doc: Document, assignment: str) -> None:
     if "=" not in assignment:
         raise SpecError([SpecIssue(source, None, None, "", "expected key.path=value")])
     key_text, value_text = assignment.split("=", 1)
-    key_text = key_text.strip()
     try:
-        key_path = parse_path(key_text)
+        key_path = parse_path(key_text.strip())
     except ValueError as error:
         raise SpecError([SpecIssue(source, None, None, "", str(error))]) from None
-    value_doc = parse_yaml(value_text, source)
+    set_path(doc, key_path, parse_yaml(value_text, source).data, Position(source))
+
+
+def set_path(doc: Document, key_path: KeyPath, value: Any, position: Position) -> None:
+    """Set the value at `key_path` in a Document; errors and later positions point at `position`.
+
+    Raises:
+        SpecError: when the path cannot be set (no such list item, not inside a mapping).
+    """
+
+    def fail(upto: int, message: str) -> SpecError:
+        return SpecError([SpecIssue(position.source, position.line, position.column,
+                                    format_path(key_path[:upto]), message)])
+
     if not isinstance(doc.data, dict):
-        raise SpecError([SpecIssue(source, None, None, "", "the document is not a mapping")])
+        raise fail(0, "the document is not a mapping")
     target: Any = doc.data
     for i, part in enumerate(key_path[:-1]):
-        here = format_path(key_path[: i + 1])
         if isinstance(part, int):
             if not isinstance(target, list) or part >= len(target):
-                raise SpecError([SpecIssue(source, None, None, here, "no such list item")])
+                raise fail(i + 1, "no such list item")
             target = target[part]
             continue
         if not isinstance(target, dict):
-            raise SpecError([SpecIssue(source, None, None, here, "is not inside a mapping")])
-        nxt = key_path[i + 1]
+            raise fail(i + 1, "is not inside a mapping")
         if part not in target or target[part] is None:
-            target[part] = [] if isinstance(nxt, int) else {}
+            target[part] = [] if isinstance(key_path[i + 1], int) else {}
         target = target[part]
     last = key_path[-1]
+    value = copy.deepcopy(value)
     if isinstance(last, int):
         if not isinstance(target, list) or last > len(target):
-            raise SpecError([SpecIssue(source, None, None, key_text, "no such list item")])
+            raise fail(len(key_path), "no such list item")
         if last == len(target):
-            target.append(value_doc.data)
+            target.append(value)
         else:
-            target[last] = value_doc.data
+            target[last] = value
     else:
         if not isinstance(target, dict):
-            raise SpecError([SpecIssue(source, None, None, key_text, "is not inside a mapping")])
-        target[last] = value_doc.data
-    # Everything at or below the overridden path now comes from the command line.
+            raise fail(len(key_path), "is not inside a mapping")
+        target[last] = value
+    # Everything at or below the path now comes from `position`.
     for table in (doc.values, doc.keys):
         for existing in [p for p in table if p[: len(key_path)] == key_path]:
             del table[existing]
-    here = Position(source)
-    doc.keys[key_path] = here
-    doc.values[key_path] = here
-    for sub_path in value_doc.values:
-        doc.values[key_path + sub_path] = here
+    doc.keys[key_path] = position
+    doc.values[key_path] = position

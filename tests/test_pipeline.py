@@ -1,0 +1,239 @@
+"""Pipelines: validation up front, parent/child runs, a failing child, overlays, compare, a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT
+
+from rnnflow.cli import main
+from rnnflow.errors import SpecError
+from rnnflow.pipeline_spec import load_pipeline
+
+GRU = (ROOT / "specs" / "gru_forecast.yaml").as_posix()
+TINY = {"train.iterations": 3, "data.train_windows": 20, "data.eval_windows": 4, "model.cells[0].units": 4,
+        "evaluate.steps": [{"type": "predictions"}]}
+
+
+def write_pipeline(tmp_path: Path, body: str, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def dump_pipeline(tmp_path: Path, data: dict, name: str = "p.yaml") -> Path:
+    import yaml
+
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_grid_expands_to_validated_children(tmp_path):
+    path = dump_pipeline(tmp_path, {
+        "name": "grid", "experiment": "exp-grid", "set": TINY,
+        "runs": [{"spec": GRU, "grid": {"model.cells[0].type": ["rnn", "lstm"],
+                                        "train.learning_rate": [0.001, 0.0001]}},
+                 {"spec": GRU, "name": "single", "set": {"seed": 3}}]})
+    pipeline, children = load_pipeline(path)
+    assert len(children) == 5
+    assert [c.spec.model.cells[0].type for c in children[:4]] == ["rnn", "rnn", "lstm", "lstm"]
+    assert children[1].spec.train.learning_rate == 0.0001
+    assert children[0].name == "gru_forecast[type=rnn,learning_rate=0.001]"
+    assert children[4].name == "single" and children[4].spec.seed == 3
+    assert all(c.spec.tracking.experiment == "exp-grid" for c in children)
+    assert all(c.spec.train.iterations == 3 for c in children)
+    assert "model.cells[0].type=rnn" in children[0].overrides
+
+
+def test_bad_override_points_at_the_pipeline_line(tmp_path):
+    path = write_pipeline(tmp_path, f"""\
+        name: bad
+        runs:
+          - spec: {GRU}
+            grid:
+              model.cells[0].units: [8, -2]
+          - spec: missing.yaml
+        """)
+    with pytest.raises(SpecError) as info:
+        load_pipeline(path)
+    messages = [str(i) for i in info.value.issues]
+    assert any(m.startswith(f"{path}:5:") and "model.cells[0].units: must be greater than 0 (got -2)" in m
+               and "run gru_forecast[units=-2]" in m for m in messages), messages
+    assert any(str(tmp_path / "missing.yaml") in m and "file not found" in m for m in messages), messages
+
+
+def test_pipeline_schema_errors_are_located(tmp_path):
+    path = write_pipeline(tmp_path, f"""\
+        name: bad
+        experimnt: x
+        runs:
+          - spec: {GRU}
+            grid:
+              model.cells[0].units: 8
+        """)
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:2:1 experimnt: unknown key 'experimnt' (did you mean 'experiment'?)" in result.output
+    assert f"{path}:6:29 runs[0].grid.model.cells[0].units: must be a list" in result.output
+
+
+def test_dry_run_trains_nothing(tmp_path, mlflow_store, client):
+    path = write_pipeline(tmp_path, f"""\
+        name: dry
+        experiment: exp-dry
+        runs:
+          - spec: {GRU}
+            grid:
+              model.cells[0].type: [rnn, gru]
+        """)
+    result = CliRunner().invoke(main, ["pipeline", "run", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "2 run(s)" in result.output and "gru_forecast[type=rnn]" in result.output
+    assert client.get_experiment_by_name("exp-dry") is None
+
+
+def run_two_children_and_a_failure(tmp_path: Path, experiment: str):
+    mnist = (ROOT / "specs" / "mnist_classifier.yaml").as_posix()
+    path = dump_pipeline(tmp_path, {
+        "name": "two", "experiment": experiment, "set": {"seed": 5},
+        "runs": [{"spec": GRU, "set": TINY, "grid": {"model.cells[0].type": ["rnn", "gru"]}},
+                 {"spec": GRU, "name": "broken",
+                  "set": {**TINY, "evaluate.steps": [{"type": "generate", "seed": "instance", "instance": 9999,
+                                                      "length": 3}]}},
+                 {"spec": mnist, "name": "nodata",
+                  "set": {"data.path": f"{tmp_path.as_posix()}/no-such-mnist.npz",
+                          "model.cells[0].units": 4, "train.epochs": 1}}]})
+    return CliRunner().invoke(main, ["pipeline", "run", str(path), "-q"])
+
+
+def check_pipeline_runs(client, output: str, experiment: str) -> None:
+    parent_id = output.split("parent run id: ")[1].split()[0]
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FAILED"  # one child failed
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    by_name = {r.info.run_name: r for r in children}
+    assert set(by_name) == {"gru_forecast[type=rnn]", "gru_forecast[type=gru]", "broken", "nodata"}
+    for name in ("gru_forecast[type=rnn]", "gru_forecast[type=gru]"):
+        child = by_name[name]
+        assert child.info.status == "FINISHED"
+        assert child.data.params["model.cells.0.type"] == name.split("=")[1].rstrip("]")
+        assert "model.cells[0].type=" in child.data.tags["rnnflow.overrides"]
+        assert child.data.tags["rnnflow.grid.model.cells[0].type"] in ("rnn", "gru")
+        assert "eval_loss" in child.data.metrics
+        assert {"predictions.csv", "loss.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert by_name["broken"].info.status == "FAILED"
+    assert "instance 9999 does not exist" in by_name["broken"].data.tags["rnnflow.error"]
+    assert by_name["nodata"].info.status == "FAILED"
+    assert "no-such-mnist.npz" in by_name["nodata"].data.tags["rnnflow.error"]
+    parent_artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"summary.csv", "loss_curves.png", "forecasts.png", "pipeline"} <= parent_artifacts
+    assert parent.data.metrics["runs_failed"] == 2 and parent.data.metrics["runs_finished"] == 2
+    assert client.get_experiment_by_name(experiment) is not None
+
+
+def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_store, client):
+    result = run_two_children_and_a_failure(tmp_path, "exp-two")
+    assert result.exit_code == 1, result.output
+    assert "2 of 4 run(s) failed" in result.output
+    assert "FAILED: " in result.output
+    check_pipeline_runs(client, result.output, "exp-two")
+
+    parent_id = result.output.split("parent run id: ")[1].split()[0]
+    table = CliRunner().invoke(main, ["compare", "--parent", parent_id])
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert lines[0].split()[:3] == ["run", "run_id", "status"] and "model.cells.0.type" in lines[0]
+    assert "eval_loss" in lines[0]
+    as_json = json.loads(CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "json"]).output)
+    finished = [r for r in as_json if r["status"] == "FINISHED"]
+    assert [r["eval_loss"] for r in finished] == sorted(r["eval_loss"] for r in finished)
+    assert {"model.cells.0.type", "seed"} <= set(as_json[0]) or "model.cells.0.type" in as_json[0]
+    assert "learning_rate" not in " ".join(as_json[0])  # equal everywhere: not a differing param
+    csv_out = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "csv"]).output
+    assert csv_out.splitlines()[0].startswith("run,run_id,status")
+    bad = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--metric", "nope"])
+    assert bad.exit_code == 1 and "no run has the metric 'nope'" in bad.output
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 with a SQLite store and an artifact folder in tmp_path."""
+    import mlflow
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"]
+    log = open(tmp_path / "server.log", "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                break
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                raise RuntimeError("mlflow server did not start:\n" + (tmp_path / "server.log").read_text())
+            time.sleep(0.5)
+    previous = mlflow.get_tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = url
+    mlflow.set_tracking_uri(url)
+    try:
+        yield url
+    finally:
+        mlflow.set_tracking_uri(previous)
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    result = run_two_children_and_a_failure(tmp_path, "exp-server")
+    assert result.exit_code == 1, result.output
+    client = MlflowClient(mlflow_server)
+    check_pipeline_runs(client, result.output, "exp-server")
+    # The artifacts really went through the server into its artifact folder.
+    stored = list((tmp_path / "artifacts").rglob("predictions.csv"))
+    assert len(stored) >= 2
+
+
+def test_unreachable_server_fails_fast_before_training(tmp_path, mlflow_store):
+    import mlflow
+
+    url = f"http://127.0.0.1:{free_port()}"
+    previous = mlflow.get_tracking_uri()
+    try:
+        started = time.time()
+        result = CliRunner().invoke(main, ["run", GRU, "--set", f"tracking.tracking_uri={url}"])
+        assert result.exit_code == 1
+        assert f"cannot reach the MLflow tracking server at {url}" in result.output
+        assert time.time() - started < 15
+        assert "Traceback" not in result.output
+    finally:
+        mlflow.set_tracking_uri(previous)
