@@ -45,5 +45,10 @@ class ProgressBar(keras.callbacks.Callback):
         self._progress.update(self._task, completed=batch, **fields)
 
     def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self) -> None:
+        """Stop drawing (also when training stopped early)."""
         if self._progress is not None:
             self._progress.stop()
+            self._progress = None

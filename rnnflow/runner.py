@@ -235,7 +235,8 @@ class _Run:
         metrics: dict[str, float] = {}
         iterations, seconds = 0, 0.0
         if self.trainer is not None:
-            callbacks = [MetricsLogger(tracker.run_id), *self.callbacks]
+            metrics_logger = MetricsLogger(tracker.run_id)
+            callbacks = [metrics_logger, *self.callbacks]
             if not self.quiet:
                 from rnnflow.progress import ProgressBar
 
@@ -248,6 +249,11 @@ class _Run:
             except Interrupted as stop:
                 self._checkpoint(tmp, stop.iteration)
                 raise RunInterrupted(tracker.run_id, stop.iteration) from None
+            finally:
+                # Also after a stop: the points logged so far are real, and the terminal needs its
+                # progress bar closed.
+                for callback in callbacks:
+                    getattr(callback, "close", lambda: None)()
             iterations, seconds = result.iterations, result.seconds
             trained = result.iterations - (int(self.resume_state["meta"]["iteration"]) if self.resume_state else 0)
             metrics["train_seconds"] = seconds

@@ -110,6 +110,10 @@ class MetricsLogger(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         self.flush()
 
+    def close(self) -> None:
+        """Send what is pending (also when training stopped early)."""
+        self.flush()
+
     def flush(self) -> None:
         """Send the pending points."""
         for start in range(0, len(self._pending), 1000):

@@ -1,0 +1,225 @@
+"""Faults while running: NaN losses, Ctrl-C and resume, bad data files; no run left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, shrink, write_tiny_mnist
+
+from rnnflow.cli import main
+from rnnflow.errors import DataError, RnnflowError, SpecError, TrainingError
+
+GRU = ROOT / "specs" / "gru_forecast.yaml"
+MNIST = ROOT / "specs" / "mnist_classifier.yaml"
+
+
+@pytest.fixture(scope="module")
+def runner_api(mlflow_store):
+    from rnnflow.runner import run
+
+    return run
+
+
+def logged_models(client, run_id: str) -> list:
+    run = client.get_run(run_id)
+    return client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+
+
+def test_nan_loss_fails_the_run_at_its_iteration(runner_api, client):
+    overrides = [*shrink(GRU), "train.optimizer=sgd", "train.learning_rate=90", "train.iterations=60",
+                 "train.log_every=1", "tracking.experiment=faults"]
+    with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at iteration (\d+)") as info:
+        runner_api(GRU, overrides)
+    iteration = int(info.value.args[0].split("at iteration ")[1].split(";")[0])
+    run_id = info.value.rnnflow_run_id
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert f"at iteration {iteration}" in run.data.tags["rnnflow.error"]
+    steps = [m.step for m in client.get_metric_history(run_id, "loss")]
+    assert steps and max(steps) < iteration  # nothing logged from the bad step on
+    assert logged_models(client, run_id) == []
+    assert "eval_loss" not in run.data.metrics
+
+
+def test_nan_loss_through_the_cli_exits_1_without_traceback(mlflow_store):
+    overrides = [*shrink(GRU), "train.optimizer=sgd", "train.learning_rate=90", "train.iterations=60",
+                 "tracking.experiment=faults"]
+    result = CliRunner().invoke(main, ["run", str(GRU), "-q", *[f"--set={o}" for o in overrides]])
+    assert result.exit_code == 1
+    assert "rnnflow: error: the loss became" in result.output and "Traceback" not in result.output
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Sends Ctrl-C (SIGINT) to this process when training reaches `iteration`."""
+
+    def __init__(self, iteration: int):
+        super().__init__()
+        self.iteration = iteration
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.iteration:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+RESUMABLE = ["train.iterations=12", "train.log_every=1", "train.steps_per_execution=1",
+             "data.train_windows=40", "data.eval_windows=8", "model.cells[0].units=6",
+             "train.batch_size=8", "evaluate.steps=[{type: predictions}]", "tracking.experiment=faults"]
+
+
+def test_ctrl_c_checkpoints_and_resume_reaches_the_same_metrics(runner_api, client, tmp_path):
+    from rnnflow.runner import RunInterrupted
+
+    reference = runner_api(GRU, RESUMABLE)
+    with pytest.raises(RunInterrupted) as info:
+        runner_api(GRU, RESUMABLE, callbacks=[InterruptAt(5)])
+    run_id = info.value.run_id
+    assert info.value.iteration == 5
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert {a.path for a in client.list_artifacts(run_id, "checkpoint")} == {"checkpoint/state.npz",
+                                                                             "checkpoint/meta.json"}
+    result = CliRunner().invoke(main, ["run", "--resume", run_id, "-q"])
+    assert result.exit_code == 0, result.output
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "FINISHED"
+    final = {k: v for k, v in resumed.data.metrics.items() if k.startswith(("train_", "eval_"))
+             and k != "train_seconds"}
+    expected = {k: reference.metrics[k] for k in final}
+    assert final == expected
+    steps = [m.step for m in client.get_metric_history(run_id, "loss")]
+    assert steps == list(range(1, 13))
+    # A finished run cannot be resumed again.
+    again = CliRunner().invoke(main, ["run", "--resume", run_id])
+    assert again.exit_code == 1 and "already FINISHED" in again.output
+
+
+def test_second_ctrl_c_stops_at_once_and_records_killed(runner_api, client):
+    class DoubleInterrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        runner_api(GRU, RESUMABLE, callbacks=[DoubleInterrupt()])
+    assert client.get_run(info.value.rnnflow_run_id).info.status == "KILLED"
+
+
+def test_resume_of_unknown_run_is_a_clear_error(mlflow_store):
+    result = CliRunner().invoke(main, ["run", "--resume", "0123456789abcdef0123456789abcdef"])
+    assert result.exit_code == 1 and "cannot resume" in result.output
+
+
+# --- data files ---
+
+
+def mnist_spec(tmp_path: Path, data_path: str) -> Path:
+    spec = tmp_path / "specs" / "m.yaml"
+    spec.parent.mkdir(exist_ok=True)
+    spec.write_text(MNIST.read_text())
+    return spec
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: None, "MNIST file not found: {path}"),
+        (lambda p: p.write_bytes(os.urandom(300)), "{path}: not a readable .npz file"),
+        (lambda p: np.savez(p, x_train=np.zeros((5, 28, 27), np.uint8), y_train=np.zeros(5, np.uint8),
+                            x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.zeros(2, np.uint8)),
+         "{path}: x_train has shape (5, 28, 27); expected x_train (N, 28, 28) uint8"),
+        (lambda p: np.savez(p, x_train=np.zeros((5, 28, 28), np.uint8)), "{path}: missing y_train, x_test, y_test"),
+        (lambda p: np.savez(p, x_train=np.zeros((5, 28, 28), np.uint8), y_train=np.full(5, 12, np.uint8),
+                            x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.zeros(2, np.uint8)),
+         "{path}: y_train has labels outside 0-9"),
+    ],
+    ids=["missing", "corrupt", "wrong-shape", "missing-keys", "bad-labels"],
+)
+def test_bad_data_file_names_the_file_and_what_was_expected(tmp_path, mlflow_store, client, make, expected):
+    data = tmp_path / "digits.npz"
+    make(data)
+    spec = mnist_spec(tmp_path, str(data))
+    before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    result = CliRunner().invoke(main, ["run", str(spec), "--set", f"data.path={data}", "--set", "train.epochs=1"])
+    assert result.exit_code == 1
+    assert expected.format(path=data) in result.output, result.output
+    assert "Traceback" not in result.output
+    after = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    assert after == before  # nothing recorded for a run that never started
+
+
+def test_mnist_lookup_order_and_offline_message(tmp_path, monkeypatch):
+    from rnnflow.data import mnist
+
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    local = write_tiny_mnist(spec_dir / "local.npz")
+    from_env = write_tiny_mnist(tmp_path / "env.npz")
+    cache = tmp_path / "keras" / "datasets" / "mnist.npz"
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setenv(mnist.ENV_VAR, str(from_env))
+    assert mnist.find_mnist("local.npz", spec_dir) == local  # relative to the spec file
+    assert mnist.find_mnist(None, spec_dir) == from_env
+    monkeypatch.delenv(mnist.ENV_VAR)
+    cache.parent.mkdir(parents=True)
+    write_tiny_mnist(cache)
+    assert mnist.find_mnist(None, spec_dir) == cache
+    cache.unlink()
+    monkeypatch.setattr(mnist, "_URL", "http://127.0.0.1:9/mnist.npz")  # nothing listens there
+    with pytest.raises(DataError) as info:
+        mnist.find_mnist(None, spec_dir)
+    message = str(info.value)
+    assert str(cache) in message and mnist.ENV_VAR in message and "data.path" in message
+    assert not cache.exists() and not cache.with_suffix(".npz.part").exists()
+
+
+# --- security ---
+
+
+def test_specs_are_data_never_code(tmp_path):
+    from rnnflow.spec import spec_from_text
+
+    base = GRU.read_text()
+    for bad in ("function: __import__('os').system('x')", "function: np.exp"):
+        with pytest.raises(SpecError, match="data.function: must be one of"):
+            spec_from_text(base.replace("function: sine_mix", bad))
+    with pytest.raises(SpecError, match="model.cells\\[0\\].activation: must be one of"):
+        spec_from_text(base.replace("activation: tanh", "activation: os.system"))
+
+
+def test_artifact_names_cannot_escape(tmp_path):
+    from rnnflow.runner import _safe_file_name
+    from rnnflow.spec import spec_from_text
+
+    text = GRU.read_text().replace("    - type: predictions\n", "    - type: predictions\n      name: ../../evil\n")
+    with pytest.raises(SpecError, match=r"evaluate.steps\[0\].name: '../../evil' is not allowed here"):
+        spec_from_text(text)
+    assert _safe_file_name("../../etc/passwd") == "passwd"
+    assert _safe_file_name("..") == "spec.yaml"
+    assert "/" not in _safe_file_name("a/b c.yaml")
+
+
+def test_strict_device_fails_before_any_run(mlflow_store, client):
+    result = CliRunner().invoke(main, ["run", str(ROOT / "specs" / "multi_device.yaml"),
+                                       "--set", "model.cells[0].wrappers[0].strict=true",
+                                       "--set", "tracking.experiment=faults-strict"])
+    assert result.exit_code == 1
+    assert "device /gpu:0 for layer rnn_0 does not exist (strict: true)" in result.output
+    assert client.get_experiment_by_name("faults-strict") is None
+
+
+def test_no_run_is_left_running(client):
+    """Runs last in this module: after every fault above, nothing is RUNNING."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    assert running == []
+
+
+def test_rnnflow_errors_have_exit_codes():
+    assert SpecError([]).exit_code == 2 and RnnflowError("x").exit_code == 1
