@@ -16,7 +16,13 @@ import numpy as np  # noqa: E402
 
 import rnnflow.cells  # noqa: E402,F401  (registers the custom cells for loading)
 from rnnflow.errors import RnnflowError  # noqa: E402
-from rnnflow.wrappers import DeviceWrapper, DropoutWrapper, OutputProjectionWrapper, SequenceMask  # noqa: E402
+from rnnflow.wrappers import (  # noqa: E402
+    DeviceWrapper,
+    DropoutWrapper,
+    OutputProjectionWrapper,
+    SequenceMask,
+    device_scope,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rnnflow.data.base import DataBundle, Split
@@ -94,6 +100,15 @@ def plan_layers(spec: Spec, devices: set[str] | None = None) -> list[LayerPlan]:
 def _layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_step_units: int | None,
            seed: int) -> keras.layers.Layer:
     """The Keras layer for one plan, wrapped as its cell spec asks."""
+    # Cells and wrappers create variables (seed generator states) as they are constructed, not
+    # only when built: construct them on the plan's device too, or those stay on the default one.
+    with device_scope(plan.device):
+        return _unplaced_layer(plan, spec, return_sequences=return_sequences,
+                               per_step_units=per_step_units, seed=seed)
+
+
+def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_step_units: int | None,
+                    seed: int) -> keras.layers.Layer:
     cell_spec = plan.cell
     rnn_args: dict[str, Any] = {
         "return_sequences": return_sequences,
