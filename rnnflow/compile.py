@@ -51,7 +51,8 @@ def available_devices() -> set[str]:
 
 
 def _normalize(device: str) -> str:
-    return device.split("device:")[-1].lstrip("/").upper()
+    """'/job:localhost/replica:0/task:0/cpu:0', '/device:CPU:0', 'cpu:0' ... -> 'CPU:0'."""
+    return device.rstrip("/").split("/")[-1].split("device:")[-1].upper()
 
 
 def plan_layers(spec: Spec, devices: set[str] | None = None) -> list[LayerPlan]:

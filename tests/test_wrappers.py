@@ -406,6 +406,26 @@ def test_missing_device_with_strict_is_an_error():
         compile_spec({"cells": [cell], "projection": None}, inline(X))
 
 
+@pytest.mark.parametrize(
+    "device", ["/cpu:0", "cpu:0", "/CPU:0", "/device:CPU:0", "/job:localhost/replica:0/task:0/cpu:0",
+               "/job:localhost/replica:0/task:0/device:CPU:0", "/job:localhost/cpu:0"]
+)
+def test_every_spelling_of_an_existing_device_is_found(device):
+    """Any device name the spec accepts and TensorFlow places on CPU:0 is CPU:0, not "missing"."""
+    from rnnflow.compile import plan_layers
+    from rnnflow.spec import spec_from_text
+
+    spec = spec_from_text(textwrap.dedent(f"""\
+        name: spelling
+        data: {{type: inline, inputs: [[[1.0]]]}}
+        model:
+          cells:
+            - {{type: rnn, units: 2, wrappers: [{{type: device, device: "{device}", strict: true}}]}}
+        train: null
+        """))
+    assert [p.device for p in plan_layers(spec, devices={"CPU:0"})] == [device]
+
+
 def test_device_list_spreads_contiguous_blocks():
     """[a, b, c] over 10 layers: each device gets one contiguous block, sizes 4, 3, 3."""
     from rnnflow.compile import plan_layers
