@@ -115,7 +115,10 @@ def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_
         "return_sequences": return_sequences,
         "return_state": True,
         "unroll": spec.model.unroll,
-        "zero_output_for_mask": True,  # TF1 dynamic_rnn: outputs past a sequence's length are 0
+        # TF1 dynamic_rnn: outputs past a sequence's length are 0. Only for the sequence of
+        # outputs: Keras takes the last output from the last position, which would then be 0 for
+        # every short sequence; without zeroing it is the output at the sequence's last valid step.
+        "zero_output_for_mask": return_sequences,
     }
     inner_name = f"{plan.name}_rnn" if plan.device else plan.name
     if plan.kernel == "fused":

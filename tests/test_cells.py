@@ -205,6 +205,41 @@ def test_variable_length_outputs_zero_and_final_state_of_last_valid_step(name):
         np.testing.assert_allclose(np.asarray(got)[1], want[0], rtol=RTOL, atol=ATOL)
 
 
+LAST_CASES = {
+    "rnn": ({"type": "rnn", "units": 5}, False),
+    "rnn-unroll": ({"type": "rnn", "units": 5}, True),
+    "lstm": ({"type": "lstm", "units": 4}, False),
+    "lstm-keras": ({"type": "lstm", "units": 4, "forget_bias": 0.0}, False),
+    "gru": ({"type": "gru", "units": 4}, False),
+    "cifg_lstm": ({"type": "cifg_lstm", "units": 3}, True),
+}
+
+
+@pytest.mark.parametrize("name", list(LAST_CASES))
+def test_variable_length_last_output_is_the_last_valid_steps(name):
+    """`model.output: last` on padded inputs: each row's output at its own last valid step.
+
+    TF1 reads it from the final state of dynamic_rnn(sequence_length=...); it is not the (zero)
+    output at the padded last position.
+    """
+    cell, unroll = LAST_CASES[name]
+    compiled, data = compile_spec({"cells": [cell], "projection": None, "output": "last", "unroll": unroll},
+                                  PADDED)
+    layer_name = f"{cell['type']}_0"
+    weights = fix_weights(compiled.model.get_layer(layer_name), seed=17, scale=0.2)
+    expected, expected_states = run_reference(
+        reference_step(cell, weights), data.train.x, cell["units"], lengths=LENGTHS
+    )
+    last = expected[np.arange(4), np.asarray(LENGTHS) - 1]
+    out = np.asarray(compiled.model(data.train.inputs()))
+    assert out.shape == (4, cell["units"])
+    np.testing.assert_allclose(out, last, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(out, expected_states[0], rtol=RTOL, atol=ATOL)  # = the final h
+    states = as_list(compiled.probe_model(data.train.inputs(), training=False)["states"][layer_name])
+    for got, want in zip(states, expected_states):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL, atol=ATOL)
+
+
 def test_keras_without_zero_output_for_mask_repeats_the_previous_output():
     """Why the compiler sets zero_output_for_mask: Keras' default repeats the last valid output."""
     import keras

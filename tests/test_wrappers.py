@@ -46,10 +46,14 @@ def walk(layer):
 # ---------------------------------------------------------------------------------- projection
 
 
+LENGTHS = [4, 1, 3]
 PROJECTION_CASES = {
-    "rnn-sequence": ({"type": "rnn", "units": 5}, "sequence"),
-    "rnn-last": ({"type": "rnn", "units": 5}, "last"),
-    "lstm-2-layers-sequence": ({"type": "lstm", "units": 4, "layers": 2}, "sequence"),
+    "rnn-sequence": ({"type": "rnn", "units": 5}, "sequence", None),
+    "rnn-last": ({"type": "rnn", "units": 5}, "last", None),
+    "lstm-2-layers-sequence": ({"type": "lstm", "units": 4, "layers": 2}, "sequence", None),
+    # Padded: the last output is each row's last valid step's (with sequence outputs the two modes
+    # differ past a length: per_step gives 0 there, stacked projects the 0 to the bias).
+    "gru-last-padded": ({"type": "gru", "units": 4}, "last", LENGTHS),
 }
 
 
@@ -58,10 +62,11 @@ def test_per_step_projection_equals_stacked_projection(case):
     """OutputProjectionWrapper inside the loop == one Dense over all steps, given the same weights."""
     from rnnflow.wrappers import OutputProjectionWrapper
 
-    cell, output = PROJECTION_CASES[case]
+    cell, output, lengths = PROJECTION_CASES[case]
     model = {"cells": [cell], "output": output}
-    stacked, data = compile_spec({**model, "projection": {"units": 2, "mode": "stacked"}}, inline(X))
-    per_step, _ = compile_spec({**model, "projection": {"units": 2, "mode": "per_step"}}, inline(X))
+    source = inline(X) if lengths is None else {"type": "padded", "inputs": X.tolist(), "lengths": lengths}
+    stacked, data = compile_spec({**model, "projection": {"units": 2, "mode": "stacked"}}, source)
+    per_step, _ = compile_spec({**model, "projection": {"units": 2, "mode": "per_step"}}, source)
     layers = cell.get("layers", 1)
     top = f"{cell['type']}_{layers - 1}"
     assert "projection" not in [layer.name for layer in per_step.model.layers]  # it is inside the loop
@@ -81,16 +86,18 @@ def test_per_step_projection_equals_stacked_projection(case):
     wrapped.kernel.assign(dense.kernel)
     wrapped.bias.assign(dense.bias)
 
-    out_stacked = np.asarray(stacked.model(data.train.x))
-    out_per_step = np.asarray(per_step.model(data.train.x))
+    inputs = data.train.inputs()
+    out_stacked = np.asarray(stacked.model(inputs))
+    out_per_step = np.asarray(per_step.model(inputs))
     np.testing.assert_allclose(out_per_step, out_stacked, rtol=1e-6, atol=1e-7)
 
     hidden = data.train.x
     for w in weights:
-        hidden, _ = run_reference(reference_step(cell, w), hidden, cell["units"])
+        hidden, _ = run_reference(reference_step(cell, w), hidden, cell["units"], lengths=lengths)
     expected = hidden @ projection["kernel"] + projection["bias"]
     if output == "last":
-        expected = expected[:, -1]
+        last = np.full(len(X), X.shape[1]) if lengths is None else np.asarray(lengths)
+        expected = expected[np.arange(len(X)), last - 1]
     assert out_per_step.shape == expected.shape
     np.testing.assert_allclose(out_per_step, expected, rtol=RTOL, atol=ATOL)
 
