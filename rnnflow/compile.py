@@ -16,7 +16,13 @@ import numpy as np  # noqa: E402
 
 import rnnflow.cells  # noqa: E402,F401  (registers the custom cells for loading)
 from rnnflow.errors import RnnflowError  # noqa: E402
-from rnnflow.wrappers import DeviceWrapper, DropoutWrapper, OutputProjectionWrapper, SequenceMask  # noqa: E402
+from rnnflow.wrappers import (  # noqa: E402
+    DeviceWrapper,
+    DropoutWrapper,
+    OutputProjectionWrapper,
+    SequenceMask,
+    device_scope,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from rnnflow.data.base import DataBundle, Split
@@ -45,7 +51,8 @@ def available_devices() -> set[str]:
 
 
 def _normalize(device: str) -> str:
-    return device.split("device:")[-1].lstrip("/").upper()
+    """'/job:localhost/replica:0/task:0/cpu:0', '/device:CPU:0', 'cpu:0' ... -> 'CPU:0'."""
+    return device.rstrip("/").split("/")[-1].split("device:")[-1].upper()
 
 
 def plan_layers(spec: Spec, devices: set[str] | None = None) -> list[LayerPlan]:
@@ -94,12 +101,24 @@ def plan_layers(spec: Spec, devices: set[str] | None = None) -> list[LayerPlan]:
 def _layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_step_units: int | None,
            seed: int) -> keras.layers.Layer:
     """The Keras layer for one plan, wrapped as its cell spec asks."""
+    # Cells and wrappers create variables (seed generator states) as they are constructed, not
+    # only when built: construct them on the plan's device too, or those stay on the default one.
+    with device_scope(plan.device):
+        return _unplaced_layer(plan, spec, return_sequences=return_sequences,
+                               per_step_units=per_step_units, seed=seed)
+
+
+def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_step_units: int | None,
+                    seed: int) -> keras.layers.Layer:
     cell_spec = plan.cell
     rnn_args: dict[str, Any] = {
         "return_sequences": return_sequences,
         "return_state": True,
         "unroll": spec.model.unroll,
-        "zero_output_for_mask": True,  # TF1 dynamic_rnn: outputs past a sequence's length are 0
+        # TF1 dynamic_rnn: outputs past a sequence's length are 0. Only for the sequence of
+        # outputs: Keras takes the last output from the last position, which would then be 0 for
+        # every short sequence; without zeroing it is the output at the sequence's last valid step.
+        "zero_output_for_mask": return_sequences,
     }
     inner_name = f"{plan.name}_rnn" if plan.device else plan.name
     if plan.kernel == "fused":

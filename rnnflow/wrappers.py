@@ -7,9 +7,20 @@ run under `tf.device`.
 
 from __future__ import annotations
 
+import contextlib
+
 import rnnflow._tf  # noqa: F401  (quiet TensorFlow import)
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
+
+
+def device_scope(device: str | None):
+    """`tf.device(device)`, or no scope at all (default placement) when device is None."""
+    if not device:
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    return tf.device(device)
 
 
 class _CellWrapper(keras.layers.Layer):
@@ -146,6 +157,11 @@ class OutputProjectionWrapper(_CellWrapper):
 class DeviceWrapper(keras.layers.Wrapper):
     """Runs a layer, and creates its variables, on one device (TF1 `DeviceWrapper`).
 
+    Keras layers create some variables as they are constructed (every Keras RNN cell and the
+    `DropoutWrapper` own a seed generator whose state is a variable), before this wrapper exists:
+    construct the wrapped layer inside `device_scope(device)` too, as `rnnflow.compile` does and
+    `from_config` does when a saved model is loaded.
+
     Args:
         layer: the wrapped layer (a recurrent layer).
         device: a TensorFlow device name such as "/gpu:1", or None for default placement.
@@ -156,12 +172,13 @@ class DeviceWrapper(keras.layers.Wrapper):
         self.device = device
         self.supports_masking = True
 
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        with device_scope(config.get("device")):
+            return super().from_config(config, custom_objects=custom_objects)
+
     def _scope(self):
-        import contextlib
-
-        import tensorflow as tf
-
-        return tf.device(self.device) if self.device else contextlib.nullcontext()
+        return device_scope(self.device)
 
     def build(self, input_shape=None):
         with self._scope():
@@ -213,4 +230,4 @@ class SequenceMask(keras.layers.Layer):
         return {**super().get_config(), "steps": self.steps}
 
 
-__all__ = ["DeviceWrapper", "DropoutWrapper", "OutputProjectionWrapper", "SequenceMask"]
+__all__ = ["DeviceWrapper", "DropoutWrapper", "OutputProjectionWrapper", "SequenceMask", "device_scope"]

@@ -109,3 +109,25 @@ def shrink(spec_path: Path) -> list[str]:
         if step.type == "generate":
             out.append(f"evaluate.steps[{i}].length=5")
     return out
+
+
+# The seed's "two time steps by hand" batch (Hands-On ML ch. 14), as [time][batch][features].
+SEED_STEPS = [
+    [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 0, 1]],
+    [[9, 8, 7], [0, 0, 0], [6, 5, 4], [3, 2, 1]],
+]
+
+
+def compile_spec(model: dict, data: dict, seed: int = 42):
+    """A forward-only spec (`train: null`) built from dicts and compiled: (CompiledModel, DataBundle)."""
+    import yaml
+
+    from rnnflow.spec import spec_from_text  # first: importing rnnflow.data before rnnflow.spec fails
+
+    from rnnflow.compile import build_model  # isort: skip
+    from rnnflow.data.base import LoadContext  # isort: skip
+
+    spec = spec_from_text(yaml.safe_dump({"name": "numeric", "seed": seed, "data": data, "model": model,
+                                          "train": None}))
+    bundle = spec.data.load(LoadContext(seed, Path(".")))
+    return build_model(spec, bundle), bundle
