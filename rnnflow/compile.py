@@ -99,17 +99,17 @@ def plan_layers(spec: Spec, devices: set[str] | None = None) -> list[LayerPlan]:
 
 
 def _layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_step_units: int | None,
-           seed: int) -> keras.layers.Layer:
+           index: int) -> keras.layers.Layer:
     """The Keras layer for one plan, wrapped as its cell spec asks."""
     # Cells and wrappers create variables (seed generator states) as they are constructed, not
     # only when built: construct them on the plan's device too, or those stay on the default one.
     with device_scope(plan.device):
         return _unplaced_layer(plan, spec, return_sequences=return_sequences,
-                               per_step_units=per_step_units, seed=seed)
+                               per_step_units=per_step_units, index=index)
 
 
 def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_step_units: int | None,
-                    seed: int) -> keras.layers.Layer:
+                    index: int) -> keras.layers.Layer:
     cell_spec = plan.cell
     rnn_args: dict[str, Any] = {
         "return_sequences": return_sequences,
@@ -132,7 +132,8 @@ def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_
                 input_rate=dropout.input_rate,
                 state_rate=dropout.state_drop_rate,
                 output_rate=dropout.output_drop_rate,
-                seed=dropout.seed if dropout.seed is not None else seed,
+                # Each layer its own masks, also when the spec fixes the seed.
+                seed=(dropout.seed if dropout.seed is not None else spec.seed) + index,
                 name=f"{plan.name}_dropout",
             )
         if per_step_units is not None:
@@ -245,7 +246,7 @@ def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
             spec,
             return_sequences=not is_top or spec.model.output == "sequence",
             per_step_units=out_units if per_step else None,
-            seed=spec.seed + index,
+            index=index,
         )
         result = layer(hidden, mask=mask) if mask is not None else layer(hidden)
         hidden, layer_states = result[0], list(result[1:])

@@ -536,3 +536,21 @@ def test_wrapper_config_round_trip():
     assert type(dropout.cell) is keras.layers.GRUCell and dropout.cell.units == 3
     mask = SequenceMask.from_config(wrappers[3].get_config())
     np.testing.assert_array_equal(np.asarray(mask(np.array([0, 2, 5]))), np.arange(5)[None, :] < [[0], [2], [5]])
+
+
+def test_layers_of_one_dropout_cell_draw_different_masks():
+    """With an explicit dropout seed, each layer of the stack still gets its own seed."""
+    spec_text = """
+name: seeds
+data: {type: sine, sampling: fixed, stop: 15, steps: 10}
+model:
+  cells:
+    - {type: rnn, units: 3, layers: 2, wrappers: [{type: dropout, keep_prob: 0.5, seed: 11}]}
+train: {iterations: 1}
+"""
+    from rnnflow.compile import build_model
+    from rnnflow.spec import spec_from_text
+
+    compiled = build_model(spec_from_text(spec_text))
+    seeds = [compiled.model.get_layer(f"rnn_{i}").cell.seed for i in range(2)]
+    assert seeds == [11, 12]

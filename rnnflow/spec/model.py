@@ -331,7 +331,8 @@ class ProjectionSpec(Section):
 
     `stacked` reshapes all steps into one batch and applies one dense layer (the fast trick);
     `per_step` wraps the top cell so each step projects its own output (`OutputProjectionWrapper`).
-    Both compute the same function.
+    Both compute the same function on every valid step (past a padded sequence's length the
+    per-step projection of a zero output is 0, the stacked one is the bias, as in TF1).
     """
 
     units: int | None = Field(None, gt=0, le=100_000, description="Output size; default: the data's target size.")
