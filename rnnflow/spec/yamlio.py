@@ -229,6 +229,19 @@ def _tag_message(tag: str) -> str:
     return f"tag {shown} is not allowed: a spec is plain data (mappings, lists, strings, numbers)"
 
 
+def _unprintable(text: str, source: str, error: yaml.reader.ReaderError) -> SpecIssue:
+    before = text[: error.position]
+    line = before.count("\n") + 1
+    column = error.position - (before.rfind("\n") + 1) + 1
+    return SpecIssue(
+        source,
+        line,
+        column,
+        "",
+        f"non-printable character U+{error.character:04X} is not allowed in YAML; remove it",
+    )
+
+
 def parse_yaml(text: str, source: str, *, path: Path | None = None) -> Document:
     """Parse YAML text into a Document.
 
@@ -243,7 +256,10 @@ def parse_yaml(text: str, source: str, *, path: Path | None = None) -> Document:
     Raises:
         SpecError: on a syntax error, tabs, duplicate keys, unsafe tags or an oversized document.
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as error:  # a control character anywhere in the text
+        raise SpecError([_unprintable(text, source, error)]) from None
     try:
         try:
             node = loader.get_single_node()
