@@ -35,10 +35,31 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAX_NODES = 200_000
 _MAX_DEPTH = 64
 _MAX_BYTES = 10_000_000
+_TOO_DEEP = f"lists and mappings nested too deeply (a spec needs far fewer than {_MAX_DEPTH} levels)"
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-3` as a number (YAML 1.1 needs `1.0e-3`; people write `1e-3`)."""
+    """SafeLoader that also reads `1e-3` as a number (YAML 1.1 needs `1.0e-3`; people write `1e-3`).
+
+    It also stops composing past `_MAX_DEPTH` levels of nesting: PyYAML's composer recurses once
+    per level, so `[[[[...]]]]` a few thousand deep would otherwise end in a RecursionError.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: Any):
+        self.mark = mark
 
 
 _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -268,6 +289,8 @@ def parse_yaml(text: str, source: str, *, path: Path | None = None) -> Document:
             raise SpecError([_issue(source, mark, _syntax_message(error))]) from None
         except yaml.YAMLError as error:
             raise SpecError([SpecIssue(source, None, None, "", f"YAML error: {error}")]) from None
+        except _TooDeep as error:
+            raise SpecError([_issue(source, error.mark, _TOO_DEEP)]) from None
         if node is None:
             return Document(None, source, text, path=path)
         builder = _Builder(source, loader)
