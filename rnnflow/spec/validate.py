@@ -79,9 +79,12 @@ def _resolve(root: type[pydantic.BaseModel], data: Any, loc: tuple) -> tuple[Key
             annotation = _items_of(annotation) if annotation is not None else None
             classes = _model_classes(annotation) if annotation is not None else []
             continue
-        if isinstance(data, dict) and part not in data and data.get("type") == part:
-            classes = [c for c in classes if _tag_of(c) == part] or classes
-            continue  # a union tag, not a key
+        tags = {_tag_of(c) for c in classes} if len(classes) > 1 else set()
+        if isinstance(data, dict) and part in tags and data.get("type") == part:
+            # A union tag, not a key, even when the variant has a key of the same name
+            # (a `device` wrapper's `device`).
+            classes = [c for c in classes if _tag_of(c) == part]
+            continue
         if not isinstance(data, dict) and part in {_tag_of(c) for c in classes}:
             continue
         if "[" in part or part in {"function-after", "function-before", "function-wrap"}:
