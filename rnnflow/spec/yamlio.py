@@ -36,6 +36,7 @@ _MAX_NODES = 200_000
 _MAX_DEPTH = 64
 _MAX_BYTES = 10_000_000
 _TOO_DEEP = f"lists and mappings nested too deeply (a spec needs far fewer than {_MAX_DEPTH} levels)"
+_TOO_LARGE = f"expands to over {_MAX_NODES} values (counting what its aliases repeat); a spec needs far fewer"
 
 
 class _Loader(yaml.SafeLoader):
@@ -171,8 +172,10 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: KeyPath = (), depth: int = 0) -> Any:
         self.count += 1
-        if self.count > _MAX_NODES or depth > _MAX_DEPTH:
-            raise _TooLarge(node)
+        if depth > _MAX_DEPTH:
+            raise _TooLarge(node, _TOO_DEEP)
+        if self.count > _MAX_NODES:
+            raise _TooLarge(node, _TOO_LARGE)
         self.values.setdefault(path, self._pos(node.start_mark))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth)
@@ -241,8 +244,46 @@ class _Builder:
 
 
 class _TooLarge(Exception):
-    def __init__(self, node: yaml.Node):
+    def __init__(self, node: yaml.Node, message: str):
         self.node = node
+        self.message = message
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph that aliases would expand past the size or depth limits.
+
+    PyYAML composes an alias as a second reference to the anchored node, so nine aliases to a
+    list of nine aliases... ("billion laughs") is a small graph that expands to billions of
+    values. This measures the expanded size of every node once (memoized), before anything is
+    expanded, and stops at the smallest node that is too large.
+
+    Raises:
+        _TooLarge: at that node, or at an anchor that contains an alias to itself.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _TooLarge(node, "an anchor contains an alias to itself")
+        if depth > _MAX_DEPTH:
+            raise _TooLarge(node, _TOO_DEEP)
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, depth + 1) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        active.discard(key)
+        if total > _MAX_NODES:
+            raise _TooLarge(node, _TOO_LARGE)
+        sizes[key] = total
+        return total
+
+    size(root, 0)
 
 
 def _tag_message(tag: str) -> str:
@@ -295,17 +336,10 @@ def parse_yaml(text: str, source: str, *, path: Path | None = None) -> Document:
             return Document(None, source, text, path=path)
         builder = _Builder(source, loader)
         try:
+            _check_expansion(node)
             data = builder.build(node)
         except _TooLarge as error:
-            raise SpecError(
-                [
-                    _issue(
-                        source,
-                        error.node.start_mark,
-                        "document too large or too deeply nested (check anchors and aliases)",
-                    )
-                ]
-            ) from None
+            raise SpecError([_issue(source, error.node.start_mark, error.message)]) from None
         except RecursionError:
             raise SpecError([_issue(source, node.start_mark, "document nested too deeply")]) from None
         if builder.issues:
