@@ -42,11 +42,17 @@ _TOO_LARGE = f"expands to over {_MAX_NODES} values (counting what its aliases re
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-3` as a number (YAML 1.1 needs `1.0e-3`; people write `1e-3`).
 
-    It also stops composing past `_MAX_DEPTH` levels of nesting: PyYAML's composer recurses once
-    per level, so `[[[[...]]]]` a few thousand deep would otherwise end in a RecursionError.
+    It also stops past `_MAX_DEPTH` levels of nesting: PyYAML's composer recurses once per level,
+    so `[[[[...]]]]` a few thousand deep would otherwise end in a RecursionError, and its scanner
+    takes time quadratic in the depth of `[`/`{` nesting (a 10 MB file of `[` would never finish).
     """
 
     _depth = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        if self.flow_level >= _MAX_DEPTH:
+            raise _TooDeep(self.get_mark())
+        super().fetch_flow_collection_start(token_class)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
