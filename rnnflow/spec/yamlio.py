@@ -399,55 +399,83 @@ def apply_override(doc: Document, assignment: str) -> None:
 
     The value is parsed as YAML (so `8`, `1e-3`, `[1, 2]` and `{a: 1}` work) with the same safety
     rules as a file. Intermediate mappings are created; list indexes must exist, or equal the
-    list's length to append.
+    list's length to append. Every key the override sets or creates is reported, in later
+    errors, at the `--set` rather than at a place in the file.
 
     Raises:
         SpecError: when the assignment is malformed or its path cannot be set.
     """
     source = f"--set {assignment}"
+
+    def fail(path: str, message: str) -> SpecError:
+        return SpecError([SpecIssue(source, None, None, path, message)])
+
     if "=" not in assignment:
-        raise SpecError([SpecIssue(source, None, None, "", "expected key.path=value")])
+        raise fail("", "expected KEY=VALUE, like model.cells[0].units=64")
     key_text, value_text = assignment.split("=", 1)
     key_text = key_text.strip()
     try:
         key_path = parse_path(key_text)
     except ValueError as error:
-        raise SpecError([SpecIssue(source, None, None, "", str(error))]) from None
-    value_doc = parse_yaml(value_text, source)
+        raise fail("", str(error)) from None
+    try:
+        value_doc = parse_yaml(value_text, source)
+    except SpecError as error:
+        raise SpecError([_in_value(issue, key_text) for issue in error.issues]) from None
     if not isinstance(doc.data, dict):
-        raise SpecError([SpecIssue(source, None, None, "", "the document is not a mapping")])
+        raise fail("", "the document is not a mapping")
     target: Any = doc.data
-    for i, part in enumerate(key_path[:-1]):
+    for i, part in enumerate(key_path):
         here = format_path(key_path[: i + 1])
+        last = i == len(key_path) - 1
         if isinstance(part, int):
-            if not isinstance(target, list) or part >= len(target):
-                raise SpecError([SpecIssue(source, None, None, here, "no such list item")])
-            target = target[part]
-            continue
-        if not isinstance(target, dict):
-            raise SpecError([SpecIssue(source, None, None, here, "is not inside a mapping")])
-        nxt = key_path[i + 1]
-        if part not in target or target[part] is None:
-            target[part] = [] if isinstance(nxt, int) else {}
-        target = target[part]
-    last = key_path[-1]
-    if isinstance(last, int):
-        if not isinstance(target, list) or last > len(target):
-            raise SpecError([SpecIssue(source, None, None, key_text, "no such list item")])
-        if last == len(target):
-            target.append(value_doc.data)
+            if not isinstance(target, list):
+                raise fail(format_path(key_path[:i]), f"is {_kind(target)}, not a list")
+            if part > len(target) or (part == len(target) and not last):
+                raise fail(here, f"no such list item: the list has {len(target)} item(s)"
+                           + (f"; [{len(target)}] appends one" if last else ""))
+            if part == len(target):
+                target.append(value_doc.data)
+                break
+        elif not isinstance(target, dict):
+            raise fail(format_path(key_path[:i]), f"is {_kind(target)}, not a mapping: cannot set '{part}' in it")
+        elif not last and (part not in target or target[part] is None):
+            target[part] = [] if isinstance(key_path[i + 1], int) else {}
+        if last:
+            target[part] = value_doc.data
         else:
-            target[last] = value_doc.data
-    else:
-        if not isinstance(target, dict):
-            raise SpecError([SpecIssue(source, None, None, key_text, "is not inside a mapping")])
-        target[last] = value_doc.data
-    # Everything at or below the overridden path now comes from the command line.
+            target = target[part]
+    # Everything at or below the overridden path now comes from the command line, and so does
+    # any key on the way to it that the file did not have.
     for table in (doc.values, doc.keys):
         for existing in [p for p in table if p[: len(key_path)] == key_path]:
             del table[existing]
     here = Position(source)
-    doc.keys[key_path] = here
-    doc.values[key_path] = here
+    for cut in range(1, len(key_path) + 1):
+        doc.keys.setdefault(key_path[:cut], here)
+        doc.values.setdefault(key_path[:cut], here)
     for sub_path in value_doc.values:
         doc.values[key_path + sub_path] = here
+
+
+def _kind(value: Any) -> str:
+    """How a spec author would call a value's type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+def _in_value(issue: SpecIssue, key_text: str) -> SpecIssue:
+    """An issue of an override's value, placed at the overridden key rather than a line:column."""
+    where = ""
+    if issue.line is not None:
+        where = f" (at character {issue.column} of the value)" if issue.line == 1 else (
+            f" (at line {issue.line}, character {issue.column} of the value)")
+    path = f"{key_text}.{issue.path}" if issue.path else key_text
+    return SpecIssue(issue.source, None, None, path, issue.message + where)
