@@ -193,8 +193,9 @@ def spec_from_document(doc: Document, overrides: list[str] | tuple[str, ...] = (
     Raises:
         SpecError: listing every problem with its place.
     """
-    for assignment in overrides:
-        apply_override(doc, assignment)
+    if isinstance(doc.data, dict):  # else the file itself is wrong, and validation says so
+        for assignment in overrides:
+            apply_override(doc, assignment)
     _with_default_name(doc)
     spec = validate(doc, Spec, what="spec")
     spec._document = doc
