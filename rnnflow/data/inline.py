@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import pydantic
@@ -12,21 +13,30 @@ from rnnflow.registry import SOURCES
 from rnnflow.spec.base import at
 
 _MAX_VALUES = 1_000_000
+_FLOAT32_MAX = 3.4028234663852886e38  # the arrays are float32: a larger number would become inf
 
 
 def nested_shape(value, key: str) -> tuple[int, ...]:
-    """The shape of a rectangular nested list of numbers.
+    """The shape of a rectangular nested list of finite numbers.
 
     Raises:
-        ValueError: (located at `key`) when the list is ragged, empty or holds non-numbers.
+        ValueError: located at `key`, or at the item (`key[i][j]`) that is wrong, when the list is
+            ragged or empty, or holds something other than a finite float32 number.
     """
     if isinstance(value, bool) or not isinstance(value, (list, int, float)):
-        raise at(key, f"must hold numbers, found {type(value).__name__}")
+        found = "null" if value is None else "true/false" if isinstance(value, bool) else (
+            "a string" if isinstance(value, str) else "a mapping")
+        raise at(key, f"must be a number or a list of numbers, not {found}")
+    if isinstance(value, float) and math.isnan(value):
+        raise at(key, "must be a number, not NaN")
     if not isinstance(value, list):
+        if abs(value) > _FLOAT32_MAX:
+            shown = f"{value:.3g}" if isinstance(value, float) else f"an integer of {len(str(abs(value)))} digits"
+            raise at(key, f"must be a finite number within ±3.4e38 (the arrays are float32), got {shown}")
         return ()
     if not value:
         raise at(key, "must not be empty")
-    shapes = {nested_shape(item, key) for item in value}
+    shapes = {nested_shape(item, f"{key}[{i}]") for i, item in enumerate(value)}
     if len(shapes) != 1:
         raise at(key, "is ragged: every row must have the same length")
     return (len(value), *shapes.pop())
