@@ -83,15 +83,38 @@ class InlineSource(SourceSpec):
             for i, length in enumerate(self.lengths):
                 if not 1 <= length <= steps:
                     raise at(f"lengths[{i}]", f"must be between 1 and {steps} (got {length})")
+        if self.target_type != "classification" and self.classes is not None:
+            raise at("classes", "classes is used only with target_type: classification")
         if self.targets is not None:
             target_shape = nested_shape(self.targets, "targets")
             if target_shape[0] != batch:
                 raise at("targets", f"has {target_shape[0]} rows for a batch of {batch}")
-            if self.target_type == "classification" and self.classes is None:
-                raise at("classes", "give the number of classes of classification targets")
+            if self.target_type == "classification":
+                self._check_classes(target_shape, steps)
+            else:
+                if len(target_shape) > 3:
+                    raise at("targets", "regression targets are (batch[, dim]), (batch, time) or "
+                             f"(batch, time, dim); these have {len(target_shape)} dimensions")
+                if len(target_shape) == 3 and target_shape[1] != steps:
+                    raise at("targets", f"give {target_shape[1]} steps per sequence for inputs of {steps} steps")
         elif self.target_type == "classification":
             raise at("targets", "classification needs targets")
         return self
+
+    def _check_classes(self, target_shape: tuple[int, ...], steps: int) -> None:
+        if self.classes is None:
+            raise at("classes", "give the number of classes of classification targets")
+        if len(target_shape) > 2:
+            raise at("targets", "classification targets are class indexes, one per sequence (batch) or "
+                     f"one per step (batch, time); these have {len(target_shape)} dimensions")
+        if len(target_shape) == 2 and target_shape[1] != steps:
+            raise at("targets", f"give {target_shape[1]} steps per sequence for inputs of {steps} steps")
+        rows = self.targets if len(target_shape) == 2 else [self.targets]
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                if not isinstance(value, int) or not 0 <= value < self.classes:
+                    where = f"targets[{i}][{j}]" if len(target_shape) == 2 else f"targets[{j}]"
+                    raise at(where, f"must be a class index, an integer from 0 to {self.classes - 1} (got {value!r})")
 
     @property
     def task(self) -> Task:
