@@ -12,13 +12,16 @@ from pydantic import Field
 
 import rnnflow.data  # noqa: F401  (registers the data sources)
 from rnnflow.registry import SOURCES
-from rnnflow.spec.base import Section, at
+from rnnflow.spec.base import Section, at, pattern
 from rnnflow.spec.model import ModelSpec
 from rnnflow.spec.validate import validate
 from rnnflow.spec.yamlio import Document, apply_override, load_yaml, parse_yaml
 from rnnflow.steps import AnyStepSpec, PredictionsStep
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+NAME_PATTERN = pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+    "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 100 characters",
+)
 
 LOSSES = {
     "mse": "regression",

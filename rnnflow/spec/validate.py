@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import pydantic
 
 from rnnflow.errors import SpecError, SpecIssue
+from rnnflow.spec.base import PATTERN_WORDS
 from rnnflow.spec.yamlio import Document, KeyPath, format_path
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -154,7 +155,10 @@ def _message(error: dict, classes_parent: list[type], key: str | int | None) -> 
         unit = "items" if isinstance(value, list) else "characters"
         return f"must have {word} {limit} {unit}"
     if kind == "string_pattern_mismatch":
-        return f"'{value}' is not allowed here (must match {ctx.get('pattern')})"
+        words = PATTERN_WORDS.get(ctx.get("pattern"))
+        if words:
+            return f"{_show(value)} is not allowed here: use {words}"
+        return f"{_show(value)} is not allowed here (must match {ctx.get('pattern')})"
     if kind in _TYPE_NAMES:
         return f"must be {_TYPE_NAMES[kind]} (got {type(value).__name__} {_show(value)})"
     if kind in ("value_error", "assertion_error"):
