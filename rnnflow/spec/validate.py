@@ -18,7 +18,7 @@ import pydantic
 
 from rnnflow.errors import SpecError, SpecIssue
 from rnnflow.spec.base import PATTERN_WORDS
-from rnnflow.spec.yamlio import Document, KeyPath, format_path
+from rnnflow.spec.yamlio import Document, KeyPath, describe, format_path
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 _AT = re.compile(r"^@([^:]+): (.*)$", re.S)
@@ -107,6 +107,14 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _is_number(value: Any) -> bool:
+    """Whether a string is a number in quotes."""
+    try:
+        return isinstance(value, str) and float(value) == float(value)
+    except ValueError:
+        return False
+
+
 def _suggest(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
@@ -146,21 +154,25 @@ def _message(error: dict, classes_parent: list[type], key: str | int | None) -> 
         return "needs a 'type' key"
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        return f"must be one of {', '.join(expected)} (got {_show(value)}){_suggest(str(value), expected)}"
+        got = _show(value) if isinstance(value, str) else describe(value)
+        return f"must be one of {', '.join(expected)} (got {got}){_suggest(str(value), expected)}"
     if kind == "finite_number":
-        return f"must be a finite number (got {_show(value)})"
+        if isinstance(value, float) and value == value:  # an infinity, often a number too large
+            return f"must be a finite number (got {describe(value)}; numbers beyond ±1.8e308 read as infinite)"
+        return f"must be a finite number (got {describe(value)})"
     if kind in ("too_short", "too_long"):
         limit = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
         word = "at least" if kind == "too_short" else "at most"
-        unit = "items" if isinstance(value, list) else "characters"
-        return f"must have {word} {limit} {unit}"
+        unit = "item" if isinstance(value, list) else "character"
+        return f"must have {word} {limit} {unit}{'' if limit == 1 else 's'}"
     if kind == "string_pattern_mismatch":
         words = PATTERN_WORDS.get(ctx.get("pattern"))
         if words:
             return f"{_show(value)} is not allowed here: use {words}"
         return f"{_show(value)} is not allowed here (must match {ctx.get('pattern')})"
     if kind in _TYPE_NAMES:
-        return f"must be {_TYPE_NAMES[kind]} (got {type(value).__name__} {_show(value)})"
+        hint = "; write it without quotes" if kind.startswith(("int", "float")) and _is_number(value) else ""
+        return f"must be {_TYPE_NAMES[kind]} (got {describe(value)}{hint})"
     if kind in ("value_error", "assertion_error"):
         text = str(ctx.get("error", error["msg"]))
         return text
@@ -210,13 +222,15 @@ def validate(doc: Document, root: type[M], *, what: str = "spec") -> M:
     Raises:
         SpecError: listing every problem, each with its file, line, column and key path.
     """
-    if doc.data is None:
-        raise SpecError([SpecIssue(doc.source, None, None, "", f"the file is empty; a {what} is a mapping of sections")])
+    if doc.data is None and () not in doc.values:  # no YAML document at all
+        has = "only comments" if doc.text.strip() else "nothing"
+        raise SpecError([SpecIssue(doc.source, None, None, "",
+                                   f"the file is empty (it holds {has}); a {what} is a mapping of sections")])
     if not isinstance(doc.data, dict):
         pos = doc.position(())
         raise SpecError(
             [SpecIssue(pos.source, pos.line, pos.column, "",
-                       f"a {what} must be a mapping of sections, not {type(doc.data).__name__}")]
+                       f"a {what} must be a mapping of sections, not {describe(doc.data)}")]
         )
     try:
         return root.model_validate(doc.data)

@@ -430,7 +430,7 @@ def apply_override(doc: Document, assignment: str) -> None:
         last = i == len(key_path) - 1
         if isinstance(part, int):
             if not isinstance(target, list):
-                raise fail(format_path(key_path[:i]), f"is {_kind(target)}, not a list")
+                raise fail(format_path(key_path[:i]), f"is {describe(target)}, not a list")
             if part > len(target) or (part == len(target) and not last):
                 raise fail(here, f"no such list item: the list has {len(target)} item(s)"
                            + (f"; [{len(target)}] appends one" if last else ""))
@@ -438,7 +438,7 @@ def apply_override(doc: Document, assignment: str) -> None:
                 target.append(value_doc.data)
                 break
         elif not isinstance(target, dict):
-            raise fail(format_path(key_path[:i]), f"is {_kind(target)}, not a mapping: cannot set '{part}' in it")
+            raise fail(format_path(key_path[:i]), f"is {describe(target)}, not a mapping: cannot set '{part}' in it")
         elif not last and (part not in target or target[part] is None):
             target[part] = [] if isinstance(key_path[i + 1], int) else {}
         if last:
@@ -458,17 +458,27 @@ def apply_override(doc: Document, assignment: str) -> None:
         doc.values[key_path + sub_path] = here
 
 
-def _kind(value: Any) -> str:
-    """How a spec author would call a value's type."""
+def describe(value: Any) -> str:
+    """A value as a spec author would name it: null, true, the integer 3, the string 'x', a list..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
+        return "true" if value else "false"
+    if isinstance(value, int):
+        text = str(value)
+        return f"the integer {text}" if len(text) <= 30 else f"an integer of {len(text.lstrip('-'))} digits"
+    if isinstance(value, float):
+        if value != value:
+            return ".nan"
+        if value in (float("inf"), float("-inf")):
+            return ".inf" if value > 0 else "-.inf"
+        return f"the number {value!r}"
     if isinstance(value, str):
-        return "a string"
-    return "a list" if isinstance(value, list) else "a mapping"
+        text = repr(value)
+        return f"the string {text if len(text) <= 40 else text[:37] + '...'}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
+    return "a mapping"
 
 
 def _in_value(issue: SpecIssue, key_text: str) -> SpecIssue:
