@@ -145,13 +145,18 @@ def _message(error: dict, classes_parent: list[type], key: str | int | None) -> 
         options = sorted({k for c in classes_parent for k in c.model_fields})
         return f"unknown key '{key}'{_suggest(str(key), options)}"
     if kind == "missing":
-        return "is required"
+        field = next((c.model_fields[key] for c in classes_parent if key in c.model_fields), None)
+        about = (field.description or "").rstrip(".") if field is not None else ""
+        return f"is required ({about[:1].lower()}{about[1:]})" if about else "is required"
     if kind == "union_tag_invalid":
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
-        tag = ctx.get("tag")
-        return f"unknown type '{tag}'{_suggest(str(tag), expected)}; expected one of: {', '.join(expected)}"
+        tag = value.get("type") if isinstance(value, dict) else ctx.get("tag")
+        if not isinstance(tag, str):
+            return f"must be the name of a type, one of: {', '.join(expected)} (got {describe(tag)})"
+        return f"unknown type '{tag}'{_suggest(tag, expected)}; expected one of: {', '.join(expected)}"
     if kind == "union_tag_not_found":
-        return "needs a 'type' key"
+        tags = [t for t in (_tag_of(c) for c in classes_parent) if t]
+        return f"needs a 'type': one of {', '.join(tags)}" if tags else "needs a 'type' key"
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         got = _show(value) if isinstance(value, str) else describe(value)
@@ -189,6 +194,10 @@ def issues_from(error: pydantic.ValidationError, doc: Document, root: type[pydan
             parent_path, parent_classes = _resolve(root, doc.data, item["loc"][:-1])
             message = _message(item, parent_classes, path[-1] if path else None)
             position = doc.position(path, key=True)
+        elif kind == "missing":
+            parent_path, parent_classes = _resolve(root, doc.data, item["loc"][:-1])
+            message = _message(item, parent_classes, path[-1] if path else None)
+            position = doc.position(path)
         elif kind == "union_tag_invalid":
             message = _message(item, classes, None)
             path = path + ("type",)
