@@ -155,10 +155,33 @@ def _issue(source: str, mark: Any, message: str, path: KeyPath = ()) -> SpecIssu
 
 
 def _syntax_message(error: yaml.MarkedYAMLError) -> str:
+    """PyYAML's error in words a spec author can act on, with where an unclosed thing opened."""
     problem = error.problem or str(error)
+    context = error.context or ""
     if "'\\t'" in problem:
         return "tab character: YAML indentation must use spaces, not tabs"
-    context = f"{error.context}: " if error.context else ""
+    mark = error.context_mark
+    opened = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if context.startswith("while parsing a flow") and problem.startswith("expected ','"):
+        bracket, closer = ("{", "}") if "mapping" in context else ("[", "]")
+        return (f"YAML syntax error: the '{bracket}' opened{opened} is not closed with '{closer}' "
+                "(or a ',' is missing between its items)")
+    if context == "while scanning a quoted scalar" and "end of stream" in problem:
+        return f"YAML syntax error: the quoted string opened{opened} is never closed"
+    if context == "while parsing a block mapping" and problem.startswith("expected <block end>"):
+        if "'-'" in problem:
+            return "YAML syntax error: a list item ('- ') where a key was expected; check the indentation"
+        return "YAML syntax error: this line is indented differently from the keys above it"
+    if problem == "mapping values are not allowed here":
+        return "YAML syntax error: ': ' where no key can start; quote a value that contains ': ', or fix the indentation"
+    if "for merging" in problem:
+        return "YAML syntax error: a merge key (<<) takes a mapping or a list of mappings, like <<: *defaults"
+    if problem.startswith("found undefined alias"):
+        name = problem.split("'")[1] if "'" in problem else ""
+        return f"YAML syntax error: alias *{name} refers to no anchor &{name} defined before it"
+    if context == "expected a single document in the stream":
+        return "YAML syntax error: a second document ('---') in the file; a spec is one document"
+    context = f"{context}{opened}: " if context else ""
     return f"YAML syntax error: {context}{problem}"
 
 
