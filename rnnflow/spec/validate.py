@@ -60,16 +60,29 @@ def _tag_of(cls: type) -> str | None:
     return args[0] if len(args) == 1 else None
 
 
-def _resolve(root: type[pydantic.BaseModel], data: Any, loc: tuple) -> tuple[KeyPath, list[type]]:
+def _is_plain_union(annotation: Any) -> bool:
+    """Whether pydantic tries the members of this annotation one by one (str | list[str]).
+
+    Unions of models are the registries' discriminated unions: their location step is the tag.
+    """
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType) or _model_classes(annotation):
+        return False
+    return len([a for a in typing.get_args(annotation) if a is not type(None)]) > 1
+
+
+def _resolve(root: type[pydantic.BaseModel], data: Any, loc: tuple) -> tuple[KeyPath, list[type], Any]:
     """Walk a pydantic error location through the data.
 
     Returns:
-        The key path in the document (union tags and pydantic's internal steps removed) and the
-        model classes the last mapping on the path may be (for key suggestions).
+        The key path in the document (union tags and pydantic's internal steps removed), the
+        model classes the last mapping on the path may be (for key suggestions), and, when the
+        error is one member's of a plain union (`str | list[str]`), (key path of the union, member
+        name), else None.
     """
     path: list[str | int] = []
     classes: list[type] = [root]
     annotation: Any = None
+    branch = None
     for part in loc:
         if isinstance(part, int):
             if isinstance(data, list) and 0 <= part < len(data):
@@ -80,26 +93,54 @@ def _resolve(root: type[pydantic.BaseModel], data: Any, loc: tuple) -> tuple[Key
             annotation = _items_of(annotation) if annotation is not None else None
             classes = _model_classes(annotation) if annotation is not None else []
             continue
+        if branch is None and annotation is not None and _is_plain_union(annotation):
+            branch = (tuple(path), part)  # pydantic names the member it tried: 'str', 'list[str]'
+            continue
         tags = {_tag_of(c) for c in classes} if len(classes) > 1 else set()
         if isinstance(data, dict) and part in tags and data.get("type") == part:
             # A union tag, not a key, even when the variant has a key of the same name
             # (a `device` wrapper's `device`).
             classes = [c for c in classes if _tag_of(c) == part]
             continue
-        if not isinstance(data, dict) and part in {_tag_of(c) for c in classes}:
-            continue
-        if "[" in part or part in {"function-after", "function-before", "function-wrap"}:
-            continue  # pydantic-internal location steps
+        is_key = isinstance(data, dict) and (part in data or any(part in c.model_fields for c in classes))
+        if not is_key:
+            continue  # a pydantic-internal step (a validator, a member), not a key of the spec
         path.append(part)
         field = next((c.model_fields[part] for c in classes if part in c.model_fields), None)
         annotation = field.annotation if field is not None else None
-        data = data.get(part) if isinstance(data, dict) else None
+        data = data.get(part)
         new_classes = _model_classes(annotation) if annotation is not None else []
         if new_classes:
             classes = new_classes
         elif field is not None:
             classes = []
-    return tuple(path), classes
+    return tuple(path), classes, branch
+
+
+_MEMBER_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+                 "list[str]": "a list of strings", "list[int]": "a list of integers", "list[float]": "a list of numbers"}
+
+
+def _member_fits(member: str, value: Any) -> bool:
+    """Whether a value has the shape of a plain union's member, so the member's errors are the ones to show."""
+    if member.startswith("list"):
+        return isinstance(value, list)
+    if member == "str":
+        return isinstance(value, str)
+    if member in ("int", "float"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if member == "bool":
+        return isinstance(value, bool)
+    return isinstance(value, dict)  # dict[...] or a model class
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _show(value: Any) -> str:
@@ -187,15 +228,31 @@ def _message(error: dict, classes_parent: list[type], key: str | int | None) -> 
 def issues_from(error: pydantic.ValidationError, doc: Document, root: type[pydantic.BaseModel]) -> list[SpecIssue]:
     """Turn a pydantic ValidationError into located SpecIssues."""
     issues = []
-    for item in error.errors(include_url=False):
-        path, classes = _resolve(root, doc.data, item["loc"])
+    errors = error.errors(include_url=False)
+    resolved = [_resolve(root, doc.data, item["loc"]) for item in errors]
+    # A value that fits no member of a plain union gets one error naming them all; a value that
+    # fits one (a list for str | list[str]) gets only that member's errors.
+    members: dict[KeyPath, dict[str, None]] = {}  # in pydantic's order: the annotation's
+    for _, _, branch in resolved:
+        if branch is not None:
+            members.setdefault(branch[0], {})[branch[1]] = None
+    for union_path, names in members.items():
+        value = _value_at(doc.data, union_path)
+        if not any(_member_fits(name, value) for name in names):
+            words = " or ".join(_MEMBER_WORDS.get(n, "a mapping") for n in names)
+            position = doc.position(union_path)
+            issues.append(SpecIssue(position.source, position.line, position.column, format_path(union_path),
+                                    f"must be {words} (got {describe(value)})"))
+    for item, (path, classes, branch) in zip(errors, resolved):
+        if branch is not None and not _member_fits(branch[1], _value_at(doc.data, branch[0])):
+            continue  # reported above, or another member's error is the one that applies
         kind = item["type"]
         if kind == "extra_forbidden":
-            parent_path, parent_classes = _resolve(root, doc.data, item["loc"][:-1])
+            parent_path, parent_classes, _ = _resolve(root, doc.data, item["loc"][:-1])
             message = _message(item, parent_classes, path[-1] if path else None)
             position = doc.position(path, key=True)
         elif kind == "missing":
-            parent_path, parent_classes = _resolve(root, doc.data, item["loc"][:-1])
+            parent_path, parent_classes, _ = _resolve(root, doc.data, item["loc"][:-1])
             message = _message(item, parent_classes, path[-1] if path else None)
             position = doc.position(path)
         elif kind == "union_tag_invalid":
