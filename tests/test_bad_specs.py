@@ -195,6 +195,21 @@ def test_cli_validate_names_the_set_source():
     assert result.stderr.splitlines()[0].startswith(f"--set {case.overrides[0]} ")
 
 
+def test_cli_validate_reports_an_internal_error_in_one_line_without_a_traceback(monkeypatch):
+    """A bug in the validator must still not show the user a traceback (--debug shows it)."""
+    import rnnflow.pipeline_spec
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(rnnflow.pipeline_spec, "spec_from_document", broken)
+    result = CliRunner().invoke(main, ["validate", str(CORPUS / "several_errors.yaml")])
+    assert result.exit_code == 1
+    assert result.stderr == ("rnnflow: internal error: KeyError: 'a bug' "
+                             "(rerun with rnnflow --debug ... for the traceback)\n")
+    assert "Traceback" not in result.output
+
+
 _CHECK_IMPORTS = """
 import json, sys
 from rnnflow.cli import main
