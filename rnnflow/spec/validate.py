@@ -206,10 +206,13 @@ def _message(error: dict, classes_parent: list[type], key: str | int | None) -> 
         if isinstance(value, float) and value == value:  # an infinity, often a number too large
             return f"must be a finite number (got {describe(value)}; numbers beyond ±1.8e308 read as infinite)"
         return f"must be a finite number (got {describe(value)})"
-    if kind in ("too_short", "too_long"):
-        limit = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
-        word = "at least" if kind == "too_short" else "at most"
-        unit = "item" if isinstance(value, list) else "character"
+    if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
+        short = kind.endswith("too_short")
+        limit = ctx.get("min_length") if short else ctx.get("max_length")
+        if isinstance(value, str) and short and limit == 1:
+            return "must not be empty"
+        word = "at least" if short else "at most"
+        unit = "character" if isinstance(value, str) else "item"
         return f"must have {word} {limit} {unit}{'' if limit == 1 else 's'}"
     if kind == "string_pattern_mismatch":
         words = PATTERN_WORDS.get(ctx.get("pattern"))
