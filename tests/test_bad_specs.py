@@ -262,6 +262,13 @@ def test_missing_mnist_file_is_valid_but_fails_to_load_with_a_data_error(tmp_pat
         spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
 
 
+def test_mnist_path_to_a_directory_fails_to_load_with_a_data_error(tmp_path):
+    (tmp_path / "datasets").mkdir()
+    spec = load_spec(_mnist_spec(tmp_path, "datasets"))
+    with pytest.raises(DataError, match=r"datasets is a directory; data.path must name the mnist.npz file in it"):
+        spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+
+
 def test_corrupt_mnist_file_fails_to_load_with_a_data_error(tmp_path):
     (tmp_path / "mnist.npz").write_bytes(b"not a zip archive")
     spec = load_spec(_mnist_spec(tmp_path, "mnist.npz"))
