@@ -1,7 +1,9 @@
 """The bad-spec corpus: every file in tests/bad_specs/ fails with exactly the issues it must.
 
-tests/bad_specs/expected.yaml lists, for each file, the issues loading it must report (see the
-comment at its top for the format). The test asserts the exact line, column and key path of each
+tests/bad_specs_expected.yaml lists, for each file, the issues loading it must report (see the
+comment at its top for the format). It lives beside the folder, not in it, so that the folder
+holds only spec files to validate (the set_* ones are valid on their own: their mistake is in
+the `--set` override they are loaded with). The test asserts the exact line, column and key path of each
 issue, that its message contains the expected fragment, and that nothing else is reported.
 """
 
@@ -24,6 +26,7 @@ from rnnflow.spec import load_spec
 from rnnflow.spec.yamlio import load_yaml
 
 CORPUS = Path(__file__).parent / "bad_specs"
+EXPECTED = Path(__file__).parent / "bad_specs_expected.yaml"
 _ISSUE = re.compile(r"^(?P<loc>\d+:\d+|-|--set)(?: (?P<path>[^:\s]+))?: (?P<fragment>.+)$")
 
 
@@ -71,7 +74,7 @@ class Case:
 def _parse_issue(text: str) -> Expected:
     match = _ISSUE.match(text)
     if not match:
-        raise ValueError(f"expected.yaml: cannot read issue {text!r}")
+        raise ValueError(f"bad_specs_expected.yaml: cannot read issue {text!r}")
     loc = match["loc"]
     line, column = (None, None) if loc in ("-", "--set") else map(int, loc.split(":"))
     source = "--set" if loc == "--set" else "file"
@@ -80,13 +83,13 @@ def _parse_issue(text: str) -> Expected:
 
 def _cases() -> list[Case]:
     # Read with rnnflow's own loader, so a duplicated entry is an error rather than lost.
-    entries = load_yaml(CORPUS / "expected.yaml").data
+    entries = load_yaml(EXPECTED).data
     cases = []
     for name, entry in entries.items():
         if isinstance(entry, list):
             entry = {"issues": entry}
         unknown = set(entry) - {"kind", "set", "missing", "issues"}
-        assert not unknown, f"expected.yaml: {name}: unknown keys {unknown}"
+        assert not unknown, f"bad_specs_expected.yaml: {name}: unknown keys {unknown}"
         cases.append(Case(
             name=name,
             kind=entry.get("kind", "spec"),
@@ -103,10 +106,10 @@ MARKERS = [Path("/tmp/rnnflow-bad-spec-executed"), Path("/tmp/rnnflow-bad-spec-o
 
 
 def test_the_corpus_is_large_and_every_file_has_its_expectation():
-    files = {p.name for p in CORPUS.iterdir() if p.name != "expected.yaml"}
+    files = {p.name for p in CORPUS.iterdir()}
     listed = {c.name for c in CASES if not c.missing}
-    assert files - listed == set(), "corpus files without an entry in expected.yaml"
-    assert listed - files == set(), "entries in expected.yaml without a file (mark them missing: true)"
+    assert files - listed == set(), "corpus files without an entry in bad_specs_expected.yaml"
+    assert listed - files == set(), "entries in bad_specs_expected.yaml without a file (mark them missing: true)"
     assert all(not c.file.exists() for c in CASES if c.missing)
     assert len(files) >= 60
     assert all(c.issues for c in CASES)
