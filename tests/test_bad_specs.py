@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from rnnflow.cli import main
 from rnnflow.data import LoadContext
-from rnnflow.errors import DataError, SpecError, SpecIssue
+from rnnflow.errors import DataError, SpecError, SpecIssue, printable
 from rnnflow.spec import load_spec
 from rnnflow.spec.yamlio import load_yaml
 
@@ -46,9 +46,9 @@ class Expected:
                 return False
         elif issue.source != str(file):
             return False
-        return (issue.line, issue.column, issue.path) == (self.line, self.column, self.path) and (
-            self.fragment in issue.message
-        )
+        # As printed: a control character in a key or value shows as an escape like \\n.
+        path, message = printable(issue.path), printable(issue.message)
+        return (issue.line, issue.column, path) == (self.line, self.column, self.path) and self.fragment in message
 
     def __str__(self) -> str:
         where = "-" if self.line is None else f"{self.line}:{self.column}"
