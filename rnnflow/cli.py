@@ -92,6 +92,7 @@ def main(debug: bool) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors.")
+@user_errors
 def validate(files: tuple[Path, ...], overrides: tuple[str, ...], quiet: bool) -> None:
     """Check spec and pipeline FILES; list every error with file:line:column.
 

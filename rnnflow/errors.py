@@ -15,6 +15,17 @@ class RnnflowError(Exception):
     exit_code = 1
 
 
+def printable(text: str) -> str:
+    """Text shown on one line: characters that are not printable appear as escapes (\\n, \\x1e).
+
+    Keys and values from a spec are echoed in messages; a line break or control character among
+    them (written as an escape in a quoted YAML string) must not break or garble the output.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 @dataclasses.dataclass(frozen=True)
 class SpecIssue:
     """One problem found in a spec, with where it is.
@@ -34,14 +45,14 @@ class SpecIssue:
     message: str
 
     def __str__(self) -> str:
-        where = self.source
+        where = printable(self.source)
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
         if self.path:
-            return f"{where} {self.path}: {self.message}"
-        return f"{where}: {self.message}"
+            return f"{where} {printable(self.path)}: {printable(self.message)}"
+        return f"{where}: {printable(self.message)}"
 
 
 class SpecError(RnnflowError):

@@ -17,7 +17,7 @@ import pydantic
 from pydantic import Field
 
 from rnnflow.registry import STEPS
-from rnnflow.spec.base import Section, at
+from rnnflow.spec.base import Section, at, pattern
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -26,7 +26,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from rnnflow.data.base import DataBundle, Split
 
 # Artifact names are plain file names: nothing can point outside the run's artifact folder.
-SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+SAFE_NAME = pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+    "letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters",
+)
 
 
 @dataclasses.dataclass

@@ -116,7 +116,7 @@ def test_out_of_range_is_located(tmp_path):
 def test_missing_section(tmp_path):
     text = GOOD.split("model:")[0]
     issue = only_issue(write(tmp_path, text))
-    assert issue.path == "model" and issue.message == "is required"
+    assert issue.path == "model" and issue.message.startswith("is required")
     assert issue.line == 1
 
 
@@ -176,7 +176,7 @@ def test_overrides_are_validated_like_the_file(tmp_path):
     assert issue.line is None
     with pytest.raises(SpecError, match="no such list item"):
         load_spec(path, ["model.cells[5].units=3"])
-    with pytest.raises(SpecError, match="expected key.path=value"):
+    with pytest.raises(SpecError, match="expected KEY=VALUE"):
         load_spec(path, ["model.cells"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import pydantic
@@ -12,21 +13,30 @@ from rnnflow.registry import SOURCES
 from rnnflow.spec.base import at
 
 _MAX_VALUES = 1_000_000
+_FLOAT32_MAX = 3.4028234663852886e38  # the arrays are float32: a larger number would become inf
 
 
 def nested_shape(value, key: str) -> tuple[int, ...]:
-    """The shape of a rectangular nested list of numbers.
+    """The shape of a rectangular nested list of finite numbers.
 
     Raises:
-        ValueError: (located at `key`) when the list is ragged, empty or holds non-numbers.
+        ValueError: located at `key`, or at the item (`key[i][j]`) that is wrong, when the list is
+            ragged or empty, or holds something other than a finite float32 number.
     """
     if isinstance(value, bool) or not isinstance(value, (list, int, float)):
-        raise at(key, f"must hold numbers, found {type(value).__name__}")
+        found = "null" if value is None else "true/false" if isinstance(value, bool) else (
+            "a string" if isinstance(value, str) else "a mapping")
+        raise at(key, f"must be a number or a list of numbers, not {found}")
+    if isinstance(value, float) and math.isnan(value):
+        raise at(key, "must be a number, not NaN")
     if not isinstance(value, list):
+        if abs(value) > _FLOAT32_MAX:
+            shown = f"{value:.3g}" if isinstance(value, float) else f"an integer of {len(str(abs(value)))} digits"
+            raise at(key, f"must be a finite number within ±3.4e38 (the arrays are float32), got {shown}")
         return ()
     if not value:
         raise at(key, "must not be empty")
-    shapes = {nested_shape(item, key) for item in value}
+    shapes = {nested_shape(item, f"{key}[{i}]") for i, item in enumerate(value)}
     if len(shapes) != 1:
         raise at(key, "is ragged: every row must have the same length")
     return (len(value), *shapes.pop())
@@ -73,15 +83,38 @@ class InlineSource(SourceSpec):
             for i, length in enumerate(self.lengths):
                 if not 1 <= length <= steps:
                     raise at(f"lengths[{i}]", f"must be between 1 and {steps} (got {length})")
+        if self.target_type != "classification" and self.classes is not None:
+            raise at("classes", "classes is used only with target_type: classification")
         if self.targets is not None:
             target_shape = nested_shape(self.targets, "targets")
             if target_shape[0] != batch:
                 raise at("targets", f"has {target_shape[0]} rows for a batch of {batch}")
-            if self.target_type == "classification" and self.classes is None:
-                raise at("classes", "give the number of classes of classification targets")
+            if self.target_type == "classification":
+                self._check_classes(target_shape, steps)
+            else:
+                if len(target_shape) > 3:
+                    raise at("targets", "regression targets are (batch[, dim]), (batch, time) or "
+                             f"(batch, time, dim); these have {len(target_shape)} dimensions")
+                if len(target_shape) == 3 and target_shape[1] != steps:
+                    raise at("targets", f"give {target_shape[1]} steps per sequence for inputs of {steps} steps")
         elif self.target_type == "classification":
             raise at("targets", "classification needs targets")
         return self
+
+    def _check_classes(self, target_shape: tuple[int, ...], steps: int) -> None:
+        if self.classes is None:
+            raise at("classes", "give the number of classes of classification targets")
+        if len(target_shape) > 2:
+            raise at("targets", "classification targets are class indexes, one per sequence (batch) or "
+                     f"one per step (batch, time); these have {len(target_shape)} dimensions")
+        if len(target_shape) == 2 and target_shape[1] != steps:
+            raise at("targets", f"give {target_shape[1]} steps per sequence for inputs of {steps} steps")
+        rows = self.targets if len(target_shape) == 2 else [self.targets]
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                if not isinstance(value, int) or not 0 <= value < self.classes:
+                    where = f"targets[{i}][{j}]" if len(target_shape) == 2 else f"targets[{j}]"
+                    raise at(where, f"must be a class index, an integer from 0 to {self.classes - 1} (got {value!r})")
 
     @property
     def task(self) -> Task:

@@ -39,6 +39,8 @@ def find_mnist(path: str | None, base_dir: Path) -> Path:
     if path:
         candidate = Path(path).expanduser()
         candidate = candidate if candidate.is_absolute() else base_dir / candidate
+        if candidate.is_dir():
+            raise DataError(f"{candidate} is a directory; data.path must name the mnist.npz file in it")
         if not candidate.is_file():
             raise DataError(f"MNIST file not found: {candidate} (data.path in the spec)")
         return candidate
@@ -116,7 +118,9 @@ class MnistSource(SourceSpec):
     """
 
     type: Literal["mnist"] = "mnist"
-    path: str | None = Field(None, description="A Keras-format mnist.npz; default: $RNNFLOW_MNIST or Keras' cache.")
+    path: str | None = Field(
+        None, min_length=1, description="A Keras-format mnist.npz; default: $RNNFLOW_MNIST or Keras' cache."
+    )
     train_limit: int | None = Field(None, gt=0, description="Use only the first N training images.")
     eval_limit: int | None = Field(None, gt=0, description="Use only the first N test images.")
     scale: bool = Field(True, description="Scale pixels from 0-255 to 0-1.")

@@ -35,3 +35,13 @@ class Section(pydantic.BaseModel):
 def at(key: str, message: str) -> ValueError:
     """An error to be reported at `key` below the section that raises it."""
     return ValueError(f"@{key}: {message}")
+
+
+# The regular expressions of string fields, in words, for error messages.
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def pattern(regex: str, words: str) -> str:
+    """Declare a field pattern with its description in words (shown when a value does not match)."""
+    PATTERN_WORDS[regex] = words
+    return regex

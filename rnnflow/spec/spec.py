@@ -12,13 +12,17 @@ from pydantic import Field
 
 import rnnflow.data  # noqa: F401  (registers the data sources)
 from rnnflow.registry import SOURCES
-from rnnflow.spec.base import Section, at
+from rnnflow.errors import SpecError, SpecIssue
+from rnnflow.spec.base import PATTERN_WORDS, Section, at, pattern
 from rnnflow.spec.model import ModelSpec
 from rnnflow.spec.validate import validate
 from rnnflow.spec.yamlio import Document, apply_override, load_yaml, parse_yaml
 from rnnflow.steps import AnyStepSpec, PredictionsStep
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+NAME_PATTERN = pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+    "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 100 characters",
+)
 
 LOSSES = {
     "mse": "regression",
@@ -180,9 +184,22 @@ class Spec(Section):
         return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()
 
 
-def _with_default_name(doc: Document) -> None:
+def _with_default_name(doc: Document) -> bool:
+    """Name a spec without `name:` after its file; return whether it was."""
     if isinstance(doc.data, dict) and "name" not in doc.data and doc.path is not None:
         doc.data = {"name": doc.path.stem, **doc.data}
+        return True
+    return False
+
+
+def _name_from_file(issue: SpecIssue, doc: Document) -> SpecIssue:
+    """An error about a name the author never wrote: it is the file's, so say so."""
+    if issue.path != "name":
+        return issue
+    words = PATTERN_WORDS[NAME_PATTERN]
+    return SpecIssue(doc.source, None, None, "name",
+                     f"no name: given, and the file name '{doc.path.stem}' cannot serve as one "
+                     f"({words}); add a name: key or rename the file")
 
 
 def spec_from_document(doc: Document, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
@@ -191,10 +208,16 @@ def spec_from_document(doc: Document, overrides: list[str] | tuple[str, ...] = (
     Raises:
         SpecError: listing every problem with its place.
     """
-    for assignment in overrides:
-        apply_override(doc, assignment)
-    _with_default_name(doc)
-    spec = validate(doc, Spec, what="spec")
+    if isinstance(doc.data, dict):  # else the file itself is wrong, and validation says so
+        for assignment in overrides:
+            apply_override(doc, assignment)
+    named_after_file = _with_default_name(doc)
+    try:
+        spec = validate(doc, Spec, what="spec")
+    except SpecError as error:
+        if not named_after_file:
+            raise
+        raise SpecError([_name_from_file(issue, doc) for issue in error.issues]) from None
     spec._document = doc
     return spec
 

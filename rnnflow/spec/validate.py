@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 import pydantic
 
 from rnnflow.errors import SpecError, SpecIssue
-from rnnflow.spec.yamlio import Document, KeyPath, format_path
+from rnnflow.spec.base import PATTERN_WORDS
+from rnnflow.spec.yamlio import Document, KeyPath, describe, format_path
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 _AT = re.compile(r"^@([^:]+): (.*)$", re.S)
-_INTERNAL_STEP = re.compile(r"^[a-z-]+\[.*\]$")
 
 
 def _model_classes(annotation: Any) -> list[type]:
@@ -60,16 +60,29 @@ def _tag_of(cls: type) -> str | None:
     return args[0] if len(args) == 1 else None
 
 
-def _resolve(root: type[pydantic.BaseModel], data: Any, loc: tuple) -> tuple[KeyPath, list[type]]:
+def _is_plain_union(annotation: Any) -> bool:
+    """Whether pydantic tries the members of this annotation one by one (str | list[str]).
+
+    Unions of models are the registries' discriminated unions: their location step is the tag.
+    """
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType) or _model_classes(annotation):
+        return False
+    return len([a for a in typing.get_args(annotation) if a is not type(None)]) > 1
+
+
+def _resolve(root: type[pydantic.BaseModel], data: Any, loc: tuple) -> tuple[KeyPath, list[type], Any]:
     """Walk a pydantic error location through the data.
 
     Returns:
-        The key path in the document (union tags and pydantic's internal steps removed) and the
-        model classes the last mapping on the path may be (for key suggestions).
+        The key path in the document (union tags and pydantic's internal steps removed), the
+        model classes the last mapping on the path may be (for key suggestions), and, when the
+        error is one member's of a plain union (`str | list[str]`), (key path of the union, member
+        name), else None.
     """
     path: list[str | int] = []
     classes: list[type] = [root]
     annotation: Any = None
+    branch = None
     for part in loc:
         if isinstance(part, int):
             if isinstance(data, list) and 0 <= part < len(data):
@@ -80,28 +93,67 @@ def _resolve(root: type[pydantic.BaseModel], data: Any, loc: tuple) -> tuple[Key
             annotation = _items_of(annotation) if annotation is not None else None
             classes = _model_classes(annotation) if annotation is not None else []
             continue
-        if isinstance(data, dict) and part not in data and data.get("type") == part:
-            classes = [c for c in classes if _tag_of(c) == part] or classes
-            continue  # a union tag, not a key
-        if not isinstance(data, dict) and part in {_tag_of(c) for c in classes}:
+        if branch is None and annotation is not None and _is_plain_union(annotation):
+            branch = (tuple(path), part)  # pydantic names the member it tried: 'str', 'list[str]'
             continue
-        if not (isinstance(data, dict) and part in data) and _INTERNAL_STEP.match(part):
-            continue  # pydantic-internal location steps such as function-after[...]
+        tags = {_tag_of(c) for c in classes} if len(classes) > 1 else set()
+        if isinstance(data, dict) and part in tags and data.get("type") == part:
+            # A union tag, not a key, even when the variant has a key of the same name
+            # (a `device` wrapper's `device`).
+            classes = [c for c in classes if _tag_of(c) == part]
+            continue
+        is_key = isinstance(data, dict) and (part in data or any(part in c.model_fields for c in classes))
+        if not is_key:
+            continue  # a pydantic-internal step (a validator, a member), not a key of the spec
         path.append(part)
         field = next((c.model_fields[part] for c in classes if part in c.model_fields), None)
         annotation = field.annotation if field is not None else None
-        data = data.get(part) if isinstance(data, dict) else None
+        data = data.get(part)
         new_classes = _model_classes(annotation) if annotation is not None else []
         if new_classes:
             classes = new_classes
         elif field is not None:
             classes = []
-    return tuple(path), classes
+    return tuple(path), classes, branch
+
+
+_MEMBER_WORDS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+                 "list[str]": "a list of strings", "list[int]": "a list of integers", "list[float]": "a list of numbers"}
+
+
+def _member_fits(member: str, value: Any) -> bool:
+    """Whether a value has the shape of a plain union's member, so the member's errors are the ones to show."""
+    if member.startswith("list"):
+        return isinstance(value, list)
+    if member == "str":
+        return isinstance(value, str)
+    if member in ("int", "float"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if member == "bool":
+        return isinstance(value, bool)
+    return isinstance(value, dict)  # dict[...] or a model class
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    """Whether a string is a number in quotes."""
+    try:
+        return isinstance(value, str) and float(value) == float(value)
+    except ValueError:
+        return False
 
 
 def _suggest(word: str, options: list[str]) -> str:
@@ -134,27 +186,42 @@ def _message(error: dict, classes_parent: list[type], key: str | int | None) -> 
         options = sorted({k for c in classes_parent for k in c.model_fields})
         return f"unknown key '{key}'{_suggest(str(key), options)}"
     if kind == "missing":
-        return "is required"
+        field = next((c.model_fields[key] for c in classes_parent if key in c.model_fields), None)
+        about = (field.description or "").rstrip(".") if field is not None else ""
+        return f"is required ({about[:1].lower()}{about[1:]})" if about else "is required"
     if kind == "union_tag_invalid":
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
-        tag = ctx.get("tag")
-        return f"unknown type '{tag}'{_suggest(str(tag), expected)}; expected one of: {', '.join(expected)}"
+        tag = value.get("type") if isinstance(value, dict) else ctx.get("tag")
+        if not isinstance(tag, str):
+            return f"must be the name of a type, one of: {', '.join(expected)} (got {describe(tag)})"
+        return f"unknown type '{tag}'{_suggest(tag, expected)}; expected one of: {', '.join(expected)}"
     if kind == "union_tag_not_found":
-        return "needs a 'type' key"
+        tags = [t for t in (_tag_of(c) for c in classes_parent) if t]
+        return f"needs a 'type': one of {', '.join(tags)}" if tags else "needs a 'type' key"
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        return f"must be one of {', '.join(expected)} (got {_show(value)}){_suggest(str(value), expected)}"
+        got = _show(value) if isinstance(value, str) else describe(value)
+        return f"must be one of {', '.join(expected)} (got {got}){_suggest(str(value), expected)}"
     if kind == "finite_number":
-        return f"must be a finite number (got {_show(value)})"
-    if kind in ("too_short", "too_long"):
-        limit = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
-        word = "at least" if kind == "too_short" else "at most"
-        unit = "items" if isinstance(value, list) else "characters"
-        return f"must have {word} {limit} {unit}"
+        if isinstance(value, float) and value == value:  # an infinity, often a number too large
+            return f"must be a finite number (got {describe(value)}; numbers beyond ±1.8e308 read as infinite)"
+        return f"must be a finite number (got {describe(value)})"
+    if kind in ("too_short", "too_long", "string_too_short", "string_too_long"):
+        short = kind.endswith("too_short")
+        limit = ctx.get("min_length") if short else ctx.get("max_length")
+        if isinstance(value, str) and short and limit == 1:
+            return "must not be empty"
+        word = "at least" if short else "at most"
+        unit = "character" if isinstance(value, str) else "item"
+        return f"must have {word} {limit} {unit}{'' if limit == 1 else 's'}"
     if kind == "string_pattern_mismatch":
-        return f"'{value}' is not allowed here (must match {ctx.get('pattern')})"
+        words = PATTERN_WORDS.get(ctx.get("pattern"))
+        if words:
+            return f"{_show(value)} is not allowed here: use {words}"
+        return f"{_show(value)} is not allowed here (must match {ctx.get('pattern')})"
     if kind in _TYPE_NAMES:
-        return f"must be {_TYPE_NAMES[kind]} (got {type(value).__name__} {_show(value)})"
+        hint = "; write it without quotes" if kind.startswith(("int", "float")) and _is_number(value) else ""
+        return f"must be {_TYPE_NAMES[kind]} (got {describe(value)}{hint})"
     if kind in ("value_error", "assertion_error"):
         text = str(ctx.get("error", error["msg"]))
         return text
@@ -164,13 +231,33 @@ def _message(error: dict, classes_parent: list[type], key: str | int | None) -> 
 def issues_from(error: pydantic.ValidationError, doc: Document, root: type[pydantic.BaseModel]) -> list[SpecIssue]:
     """Turn a pydantic ValidationError into located SpecIssues."""
     issues = []
-    for item in error.errors(include_url=False):
-        path, classes = _resolve(root, doc.data, item["loc"])
+    errors = error.errors(include_url=False)
+    resolved = [_resolve(root, doc.data, item["loc"]) for item in errors]
+    # A value that fits no member of a plain union gets one error naming them all; a value that
+    # fits one (a list for str | list[str]) gets only that member's errors.
+    members: dict[KeyPath, dict[str, None]] = {}  # in pydantic's order: the annotation's
+    for _, _, branch in resolved:
+        if branch is not None:
+            members.setdefault(branch[0], {})[branch[1]] = None
+    for union_path, names in members.items():
+        value = _value_at(doc.data, union_path)
+        if not any(_member_fits(name, value) for name in names):
+            words = " or ".join(_MEMBER_WORDS.get(n, "a mapping") for n in names)
+            position = doc.position(union_path)
+            issues.append(SpecIssue(position.source, position.line, position.column, format_path(union_path),
+                                    f"must be {words} (got {describe(value)})"))
+    for item, (path, classes, branch) in zip(errors, resolved):
+        if branch is not None and not _member_fits(branch[1], _value_at(doc.data, branch[0])):
+            continue  # reported above, or another member's error is the one that applies
         kind = item["type"]
         if kind == "extra_forbidden":
-            parent_path, parent_classes = _resolve(root, doc.data, item["loc"][:-1])
+            parent_path, parent_classes, _ = _resolve(root, doc.data, item["loc"][:-1])
             message = _message(item, parent_classes, path[-1] if path else None)
             position = doc.position(path, key=True)
+        elif kind == "missing":
+            parent_path, parent_classes, _ = _resolve(root, doc.data, item["loc"][:-1])
+            message = _message(item, parent_classes, path[-1] if path else None)
+            position = doc.position(path)
         elif kind == "union_tag_invalid":
             message = _message(item, classes, None)
             path = path + ("type",)
@@ -204,13 +291,15 @@ def validate(doc: Document, root: type[M], *, what: str = "spec") -> M:
     Raises:
         SpecError: listing every problem, each with its file, line, column and key path.
     """
-    if doc.data is None:
-        raise SpecError([SpecIssue(doc.source, None, None, "", f"the file is empty; a {what} is a mapping of sections")])
+    if doc.data is None and () not in doc.values:  # no YAML document at all
+        has = "only comments" if doc.text.strip() else "nothing"
+        raise SpecError([SpecIssue(doc.source, None, None, "",
+                                   f"the file is empty (it holds {has}); a {what} is a mapping of sections")])
     if not isinstance(doc.data, dict):
         pos = doc.position(())
         raise SpecError(
             [SpecIssue(pos.source, pos.line, pos.column, "",
-                       f"a {what} must be a mapping of sections, not {type(doc.data).__name__}")]
+                       f"a {what} must be a mapping of sections, not {describe(doc.data)}")]
         )
     try:
         return root.model_validate(doc.data)

@@ -36,10 +36,38 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAX_NODES = 200_000
 _MAX_DEPTH = 64
 _MAX_BYTES = 10_000_000
+_TOO_DEEP = f"lists and mappings nested too deeply (a spec needs far fewer than {_MAX_DEPTH} levels)"
+_TOO_LARGE = f"expands to over {_MAX_NODES} values (counting what its aliases repeat); a spec needs far fewer"
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-3` as a number (YAML 1.1 needs `1.0e-3`; people write `1e-3`)."""
+    """SafeLoader that also reads `1e-3` as a number (YAML 1.1 needs `1.0e-3`; people write `1e-3`).
+
+    It also stops past `_MAX_DEPTH` levels of nesting: PyYAML's composer recurses once per level,
+    so `[[[[...]]]]` a few thousand deep would otherwise end in a RecursionError, and its scanner
+    takes time quadratic in the depth of `[`/`{` nesting (a 10 MB file of `[` would never finish).
+    """
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        if self.flow_level >= _MAX_DEPTH:
+            raise _TooDeep(self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: Any):
+        self.mark = mark
 
 
 _Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -128,14 +156,37 @@ def _issue(source: str, mark: Any, message: str, path: KeyPath = ()) -> SpecIssu
 
 
 def _syntax_message(error: yaml.MarkedYAMLError) -> str:
+    """PyYAML's error in words a spec author can act on, with where an unclosed thing opened."""
     problem = error.problem or str(error)
+    context = error.context or ""
     if "'\\t'" in problem:
         return "tab character: YAML indentation must use spaces, not tabs"
-    context = f"{error.context}: " if error.context else ""
-    hint = ""
-    if "flow mapping" in context and "'['" in problem:
-        hint = " (inside { } quote keys that contain brackets: {'model.cells[0].units': 8})"
-    return f"YAML syntax error: {context}{problem}{hint}"
+    mark = error.context_mark
+    opened = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if context.startswith("while parsing a flow") and problem.startswith("expected ','"):
+        bracket, closer = ("{", "}") if "mapping" in context else ("[", "]")
+        hint = ""
+        if bracket == "{" and "'['" in problem:
+            hint = "; inside { } quote keys that contain brackets: {'model.cells[0].units': 8}"
+        return (f"YAML syntax error: the '{bracket}' opened{opened} is not closed with '{closer}' "
+                f"(or a ',' is missing between its items){hint}")
+    if context == "while scanning a quoted scalar" and "end of stream" in problem:
+        return f"YAML syntax error: the quoted string opened{opened} is never closed"
+    if context == "while parsing a block mapping" and problem.startswith("expected <block end>"):
+        if "'-'" in problem:
+            return "YAML syntax error: a list item ('- ') where a key was expected; check the indentation"
+        return "YAML syntax error: this line is indented differently from the keys above it"
+    if problem == "mapping values are not allowed here":
+        return "YAML syntax error: ': ' where no key can start; quote a value that contains ': ', or fix the indentation"
+    if "for merging" in problem:
+        return "YAML syntax error: a merge key (<<) takes a mapping or a list of mappings, like <<: *defaults"
+    if problem.startswith("found undefined alias"):
+        name = problem.split("'")[1] if "'" in problem else ""
+        return f"YAML syntax error: alias *{name} refers to no anchor &{name} defined before it"
+    if context == "expected a single document in the stream":
+        return "YAML syntax error: a second document ('---') in the file; a spec is one document"
+    context = f"{context}{opened}: " if context else ""
+    return f"YAML syntax error: {context}{problem}"
 
 
 class _Builder:
@@ -154,8 +205,10 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: KeyPath = (), depth: int = 0) -> Any:
         self.count += 1
-        if self.count > _MAX_NODES or depth > _MAX_DEPTH:
-            raise _TooLarge(node)
+        if depth > _MAX_DEPTH:
+            raise _TooLarge(node, _TOO_DEEP)
+        if self.count > _MAX_NODES:
+            raise _TooLarge(node, _TOO_LARGE)
         self.values.setdefault(path, self._pos(node.start_mark))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth)
@@ -224,13 +277,64 @@ class _Builder:
 
 
 class _TooLarge(Exception):
-    def __init__(self, node: yaml.Node):
+    def __init__(self, node: yaml.Node, message: str):
         self.node = node
+        self.message = message
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph that aliases would expand past the size or depth limits.
+
+    PyYAML composes an alias as a second reference to the anchored node, so nine aliases to a
+    list of nine aliases... ("billion laughs") is a small graph that expands to billions of
+    values. This measures the expanded size of every node once (memoized), before anything is
+    expanded, and stops at the smallest node that is too large.
+
+    Raises:
+        _TooLarge: at that node, or at an anchor that contains an alias to itself.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise _TooLarge(node, "an anchor contains an alias to itself")
+        if depth > _MAX_DEPTH:
+            raise _TooLarge(node, _TOO_DEEP)
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, depth + 1) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        active.discard(key)
+        if total > _MAX_NODES:
+            raise _TooLarge(node, _TOO_LARGE)
+        sizes[key] = total
+        return total
+
+    size(root, 0)
 
 
 def _tag_message(tag: str) -> str:
     shown = tag.replace("tag:yaml.org,2002:", "!!")
     return f"tag {shown} is not allowed: a spec is plain data (mappings, lists, strings, numbers)"
+
+
+def _unprintable(text: str, source: str, error: yaml.reader.ReaderError) -> SpecIssue:
+    before = text[: error.position]
+    line = before.count("\n") + 1
+    column = error.position - (before.rfind("\n") + 1) + 1
+    return SpecIssue(
+        source,
+        line,
+        column,
+        "",
+        f"non-printable character U+{error.character:04X} is not allowed in YAML; remove it",
+    )
 
 
 def parse_yaml(text: str, source: str, *, path: Path | None = None) -> Document:
@@ -247,7 +351,10 @@ def parse_yaml(text: str, source: str, *, path: Path | None = None) -> Document:
     Raises:
         SpecError: on a syntax error, tabs, duplicate keys, unsafe tags or an oversized document.
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as error:  # a control character anywhere in the text
+        raise SpecError([_unprintable(text, source, error)]) from None
     try:
         try:
             node = loader.get_single_node()
@@ -256,21 +363,16 @@ def parse_yaml(text: str, source: str, *, path: Path | None = None) -> Document:
             raise SpecError([_issue(source, mark, _syntax_message(error))]) from None
         except yaml.YAMLError as error:
             raise SpecError([SpecIssue(source, None, None, "", f"YAML error: {error}")]) from None
+        except _TooDeep as error:
+            raise SpecError([_issue(source, error.mark, _TOO_DEEP)]) from None
         if node is None:
             return Document(None, source, text, path=path)
         builder = _Builder(source, loader)
         try:
+            _check_expansion(node)
             data = builder.build(node)
         except _TooLarge as error:
-            raise SpecError(
-                [
-                    _issue(
-                        source,
-                        error.node.start_mark,
-                        "document too large or too deeply nested (check anchors and aliases)",
-                    )
-                ]
-            ) from None
+            raise SpecError([_issue(source, error.node.start_mark, error.message)]) from None
         except RecursionError:
             raise SpecError([_issue(source, node.start_mark, "document nested too deeply")]) from None
         if builder.issues:
@@ -324,63 +426,109 @@ def apply_override(doc: Document, assignment: str) -> None:
 
     The value is parsed as YAML (so `8`, `1e-3`, `[1, 2]` and `{a: 1}` work) with the same safety
     rules as a file. Intermediate mappings are created; list indexes must exist, or equal the
-    list's length to append.
+    list's length to append. Every key the override sets or creates is reported, in later
+    errors, at the `--set` rather than at a place in the file.
 
     Raises:
         SpecError: when the assignment is malformed or its path cannot be set.
     """
     source = f"--set {assignment}"
+
+    def fail(path: str, message: str) -> SpecError:
+        return SpecError([SpecIssue(source, None, None, path, message)])
+
     if "=" not in assignment:
-        raise SpecError([SpecIssue(source, None, None, "", "expected key.path=value")])
+        raise fail("", "expected KEY=VALUE, like model.cells[0].units=64")
     key_text, value_text = assignment.split("=", 1)
     try:
         key_path = parse_path(key_text.strip())
     except ValueError as error:
-        raise SpecError([SpecIssue(source, None, None, "", str(error))]) from None
-    set_path(doc, key_path, parse_yaml(value_text, source).data, Position(source))
+        raise fail("", str(error)) from None
+    try:
+        value_doc = parse_yaml(value_text, source)
+    except SpecError as error:
+        raise SpecError([_in_value(issue, key_text) for issue in error.issues]) from None
+    set_path(doc, key_path, value_doc.data, Position(source), value_positions=value_doc.values)
 
 
-def set_path(doc: Document, key_path: KeyPath, value: Any, position: Position) -> None:
-    """Set the value at `key_path` in a Document; errors and later positions point at `position`.
+def set_path(doc: Document, key_path: KeyPath, value: Any, position: Position,
+             value_positions: dict[KeyPath, Position] | None = None) -> None:
+    """Set the value at `key_path` in a Document (an override from `--set` or a pipeline).
+
+    Errors, and the positions of everything at or below the path (and of keys created on the
+    way to it), point at `position`.
 
     Raises:
         SpecError: when the path cannot be set (no such list item, not inside a mapping).
     """
 
-    def fail(upto: int, message: str) -> SpecError:
-        return SpecError([SpecIssue(position.source, position.line, position.column,
-                                    format_path(key_path[:upto]), message)])
+    def fail(path: str, message: str) -> SpecError:
+        return SpecError([SpecIssue(position.source, position.line, position.column, path, message)])
 
     if not isinstance(doc.data, dict):
-        raise fail(0, "the document is not a mapping")
-    target: Any = doc.data
-    for i, part in enumerate(key_path[:-1]):
-        if isinstance(part, int):
-            if not isinstance(target, list) or part >= len(target):
-                raise fail(i + 1, "no such list item")
-            target = target[part]
-            continue
-        if not isinstance(target, dict):
-            raise fail(i + 1, "is not inside a mapping")
-        if part not in target or target[part] is None:
-            target[part] = [] if isinstance(key_path[i + 1], int) else {}
-        target = target[part]
-    last = key_path[-1]
+        raise fail("", "the document is not a mapping")
     value = copy.deepcopy(value)
-    if isinstance(last, int):
-        if not isinstance(target, list) or last > len(target):
-            raise fail(len(key_path), "no such list item")
-        if last == len(target):
-            target.append(value)
+    target: Any = doc.data
+    for i, part in enumerate(key_path):
+        here = format_path(key_path[: i + 1])
+        last = i == len(key_path) - 1
+        if isinstance(part, int):
+            if not isinstance(target, list):
+                raise fail(format_path(key_path[:i]), f"is {describe(target)}, not a list")
+            if part > len(target) or (part == len(target) and not last):
+                raise fail(here, f"no such list item: the list has {len(target)} item(s)"
+                           + (f"; [{len(target)}] appends one" if last else ""))
+            if part == len(target):
+                target.append(value)
+                break
+        elif not isinstance(target, dict):
+            raise fail(format_path(key_path[:i]), f"is {describe(target)}, not a mapping: cannot set '{part}' in it")
+        elif not last and (part not in target or target[part] is None):
+            target[part] = [] if isinstance(key_path[i + 1], int) else {}
+        if last:
+            target[part] = value
         else:
-            target[last] = value
-    else:
-        if not isinstance(target, dict):
-            raise fail(len(key_path), "is not inside a mapping")
-        target[last] = value
-    # Everything at or below the path now comes from `position`.
+            target = target[part]
+    # Everything at or below the path now comes from `position`, and so does any key on the way
+    # to it that the file did not have.
     for table in (doc.values, doc.keys):
         for existing in [p for p in table if p[: len(key_path)] == key_path]:
             del table[existing]
-    doc.keys[key_path] = position
-    doc.values[key_path] = position
+    for cut in range(1, len(key_path) + 1):
+        doc.keys.setdefault(key_path[:cut], position)
+        doc.values.setdefault(key_path[:cut], position)
+    for sub_path in value_positions or {}:
+        doc.values[key_path + sub_path] = position
+
+
+def describe(value: Any) -> str:
+    """A value as a spec author would name it: null, true, the integer 3, the string 'x', a list..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        text = str(value)
+        return f"the integer {text}" if len(text) <= 30 else f"an integer of {len(text.lstrip('-'))} digits"
+    if isinstance(value, float):
+        if value != value:
+            return ".nan"
+        if value in (float("inf"), float("-inf")):
+            return ".inf" if value > 0 else "-.inf"
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        text = repr(value)
+        return f"the string {text if len(text) <= 40 else text[:37] + '...'}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
+    return "a mapping"
+
+
+def _in_value(issue: SpecIssue, key_text: str) -> SpecIssue:
+    """An issue of an override's value, placed at the overridden key rather than a line:column."""
+    where = ""
+    if issue.line is not None:
+        where = f" (at character {issue.column} of the value)" if issue.line == 1 else (
+            f" (at line {issue.line}, character {issue.column} of the value)")
+    path = f"{key_text}.{issue.path}" if issue.path else key_text
+    return SpecIssue(issue.source, None, None, path, issue.message + where)
