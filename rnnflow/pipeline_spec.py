@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ class Pipeline(Section):
                             description="MLflow experiment of the parent and every child run.")
     tracking_uri: str | None = Field(None, description="Tracking store; default: MLflow's own.")
     set: dict[str, Any] = Field(default_factory=dict, description="Overrides applied to every run.")
-    runs: list[RunEntry] = Field(..., min_length=1, description="The runs.")
+    runs: list[RunEntry] = Field(..., min_length=1, description="The specs to run, with their overrides and grids.")
 
 
 @dataclasses.dataclass
@@ -74,9 +75,17 @@ class Child:
     varied: dict[str, Any]
 
 
+_PIPELINE_ONLY = {"runs", "experiment", "set"}
+_SPEC_ONLY = {"data", "model", "train", "evaluate", "tracking"}
+
+
 def is_pipeline(doc: Document) -> bool:
-    """A pipeline file is a mapping with a `runs` key; anything else is read as a spec."""
-    return isinstance(doc.data, dict) and "runs" in doc.data
+    """Whether a document is a pipeline: a mapping with pipeline keys (runs, experiment, set)
+    and none of a spec's sections. Anything else is read as a spec."""
+    if not isinstance(doc.data, dict):
+        return False
+    keys = set(doc.data)
+    return bool(keys & _PIPELINE_ONLY) and not keys & _SPEC_ONLY
 
 
 def _value_text(value: Any) -> str:
@@ -143,7 +152,7 @@ def expand(pipeline: Pipeline, doc: Document, extra: tuple[str, ...] = ()) -> li
     names: dict[str, int] = {}
     for i, entry in enumerate(pipeline.runs):
         spec_path = Path(entry.spec)
-        spec_path = spec_path if spec_path.is_absolute() else base / spec_path
+        spec_path = Path(os.path.normpath(spec_path if spec_path.is_absolute() else base / spec_path))
         keys = list(entry.grid)
         for values in itertools.product(*(entry.grid[k] for k in keys)):
             varied = dict(zip(keys, values))
@@ -173,6 +182,10 @@ def _combinations(entry: RunEntry) -> int:
 
 def _child(pipeline: Pipeline, doc: Document, index: int, entry: RunEntry, spec_path: Path,
            varied: dict[str, Any], extra: tuple[str, ...]) -> Child:
+    if not spec_path.is_file():
+        pos = doc.position(("runs", index, "spec"))
+        what = "is a directory, not a spec file" if spec_path.is_dir() else "file not found"
+        raise SpecError([SpecIssue(pos.source, pos.line, pos.column, f"runs[{index}].spec", f"{what}: {spec_path}")])
     spec_doc = load_yaml(spec_path)
     texts: list[str] = []
     entry_path: KeyPath = ("runs", index)

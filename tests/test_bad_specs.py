@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from rnnflow.cli import main
 from rnnflow.data import LoadContext
 from rnnflow.errors import DataError, SpecError, SpecIssue, printable
+from rnnflow.pipeline_spec import load_pipeline
 from rnnflow.spec import load_spec
 from rnnflow.spec.yamlio import load_yaml
 
@@ -112,13 +113,17 @@ def test_the_corpus_is_large_and_every_file_has_its_expectation():
     assert listed - files == set(), "entries in bad_specs_expected.yaml without a file (mark them missing: true)"
     assert all(not c.file.exists() for c in CASES if c.missing)
     assert len(files) >= 60
+    assert len([c for c in CASES if c.kind == "pipeline"]) >= 10
     assert all(c.issues for c in CASES)
 
 
 def _load(case: Case) -> list[SpecIssue]:
-    assert case.kind == "spec", "pipelines do not exist yet"
+    assert case.kind in ("spec", "pipeline"), case.kind
     with pytest.raises(SpecError) as caught:
-        load_spec(case.file, case.overrides)
+        if case.kind == "pipeline":
+            load_pipeline(case.file, tuple(case.overrides))
+        else:
+            load_spec(case.file, case.overrides)
     return caught.value.issues
 
 

@@ -237,3 +237,32 @@ def test_unreachable_server_fails_fast_before_training(tmp_path, mlflow_store):
         assert "Traceback" not in result.output
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_ui_serves_the_store_rnnflow_logs_to(tmp_path, mlflow_store, client):
+    """`rnnflow ui` prints its URL and serves the same store (our experiments are listed there)."""
+    import json as _json
+    import signal
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "rnnflow", "ui", "--port", str(port)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    try:
+        first = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in first and mlflow_store in first
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1000"
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    names = {e["name"] for e in _json.load(response)["experiments"]}
+                break
+            except OSError:
+                assert process.poll() is None and time.time() < deadline, "the UI did not start"
+                time.sleep(0.5)
+        ours = {e.name for e in client.search_experiments()}
+        assert names == ours
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
