@@ -207,21 +207,8 @@ def _numpy(value: Any) -> Any:
     return np.asarray(value)
 
 
-def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
-    """Compile a spec into a Keras model.
-
-    Args:
-        spec: the validated spec.
-        data: the loaded data (loaded from the spec's source when omitted); it gives the input
-            shape, the output size and whether inputs are padded.
-
-    Returns:
-        The CompiledModel.
-    """
-    if data is None:
-        from rnnflow.data.base import LoadContext
-
-        data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+def _graph(spec: Spec, data: DataBundle):
+    """The functional graph: (inputs, outputs, top layer output, final states, plans, masked)."""
     steps, features = data.input_shape
     masked = data.masked_inputs
     x_in = keras.Input((steps, features), name="inputs")
@@ -257,6 +244,34 @@ def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
         outputs = keras.layers.Dense(out_units, activation=projection.activation, name="projection")(top)
     else:
         outputs = top
+    if spec.model.precision != "float32":
+        outputs = keras.layers.Activation("linear", dtype="float32", name="to_float32")(outputs)
+    return inputs, outputs, top, states, plans, masked
+
+
+def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
+    """Compile a spec into a Keras model.
+
+    Args:
+        spec: the validated spec.
+        data: the loaded data (loaded from the spec's source when omitted); it gives the input
+            shape, the output size and whether inputs are padded.
+
+    Returns:
+        The CompiledModel.
+    """
+    if data is None:
+        from rnnflow.data.base import LoadContext
+
+        data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+    # Layers take the dtype policy in force when they are constructed: mixed precision computes
+    # in half precision and keeps float32 variables; the outputs are cast back to float32.
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(spec.model.precision)
+    try:
+        inputs, outputs, top, states, plans, masked = _graph(spec, data)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
     model = keras.Model(inputs, outputs, name=spec.name.replace(".", "_"))
     probe = keras.Model(inputs, {"outputs": top, "states": states}, name="probe")
     return CompiledModel(model, probe, plans, masked, spec.evaluate.batch_size)

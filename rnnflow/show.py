@@ -45,5 +45,6 @@ def execution_notes(spec: Spec, train_size: int) -> list[str]:
         f"{per_call} gradient steps per compiled call; loss logged every {log_every} iterations",
         "loop: " + ("static (unrolled) time steps" if spec.model.unroll else "dynamic loop over time steps"),
         "XLA: " + ("on (train.jit_compile: true)" if train.jit_compile else "off (train.jit_compile: false)"),
+        "precision: " + (spec.model.precision if spec.model.precision != "float32" else "float32 (model.precision)"),
     ]
     return notes

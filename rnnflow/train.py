@@ -163,6 +163,9 @@ class Trainer:
         self.data = data
         self.callbacks = list(callbacks)
         self.optimizer = make_optimizer(spec.train)
+        if spec.model.precision == "mixed_float16":
+            # float16 gradients underflow without loss scaling.
+            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
         self.optimizer.build(self.model.trainable_variables)
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         n = len(data.train)
@@ -202,10 +205,11 @@ class Trainer:
                 with tf.GradientTape() as tape:
                     pred = model(inputs, training=True)
                     loss = loss_value(loss_name, tf.gather(y, rows), pred, tf.gather(w, rows) if has_w else None)
+                    scaled = optimizer.scale_loss(loss)  # the loss itself unless float16 needs scaling
                 losses = tf.tensor_scatter_nd_update(losses, [[k]], [tf.cast(loss, tf.float32)])
                 if not tf.math.is_finite(loss):
                     break  # leave the weights as they were before the bad step
-                grads = tape.gradient(loss, variables)
+                grads = tape.gradient(scaled, variables)
                 optimizer.apply(grads, variables)
                 iteration.assign_add(1)
             return losses

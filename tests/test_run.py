@@ -93,3 +93,13 @@ def test_show_prints_resolved_spec_and_model(mlflow_store):
     assert "units: 4" in result.output and "resolution: 0.1" in result.output
     assert "gru_0 (GRU)" in result.output and "parameters: " in result.output
     assert "cuDNN on a GPU: yes" in result.output
+
+
+@pytest.mark.parametrize("precision, compute", [("mixed_bfloat16", "bfloat16"), ("mixed_float16", "float16")])
+def test_mixed_precision_computes_in_half_and_keeps_float32_variables(run_spec, precision, compute):
+    path = next(p for p in SPECS if p.stem == "gru_forecast")
+    result = run_spec(path, [f"model.precision={precision}", "train.iterations=4"])
+    layer = result.compiled.model.get_layer("gru_0")
+    assert layer.compute_dtype == compute and layer.variable_dtype == "float32"
+    assert result.compiled.model.output.dtype == "float32"
+    assert np.isfinite(result.metrics["train_loss"]) and np.isfinite(result.metrics["eval_loss"])

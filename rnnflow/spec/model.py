@@ -351,6 +351,11 @@ class ModelSpec(Section):
     projection: ProjectionSpec | None = Field(
         default_factory=ProjectionSpec, description="Output projection; null for the raw cell outputs."
     )
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32",
+        description="Compute in half precision with float32 variables (mixed_*; faster on GPUs, "
+        "changes numerics; float16 trains with loss scaling). Outputs stay float32.",
+    )
 
     @property
     def layer_count(self) -> int:
