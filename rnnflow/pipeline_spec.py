@@ -18,7 +18,9 @@ line of the pipeline file that wrote it. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import itertools
 import os
 from pathlib import Path
@@ -186,7 +188,7 @@ def _child(pipeline: Pipeline, doc: Document, index: int, entry: RunEntry, spec_
         pos = doc.position(("runs", index, "spec"))
         what = "is a directory, not a spec file" if spec_path.is_dir() else "file not found"
         raise SpecError([SpecIssue(pos.source, pos.line, pos.column, f"runs[{index}].spec", f"{what}: {spec_path}")])
-    spec_doc = load_yaml(spec_path)
+    spec_doc = _load_spec_doc(spec_path)
     texts: list[str] = []
     entry_path: KeyPath = ("runs", index)
     layers = [(("set",), pipeline.set), (entry_path + ("set",), entry.set), (entry_path + ("grid",), varied)]
@@ -214,6 +216,17 @@ def _child(pipeline: Pipeline, doc: Document, index: int, entry: RunEntry, spec_
         where = f" (run {name} of {spec_path.name})"
         raise SpecError([dataclasses.replace(x, message=x.message + where) for x in error.issues]) from None
     return Child(name, spec, texts, varied)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(path: Path, stamp: tuple[int, int]) -> Document:
+    return load_yaml(path)
+
+
+def _load_spec_doc(path: Path) -> Document:
+    """A fresh copy of a spec file's Document; a grid loads the same spec many times, parse it once."""
+    info = path.stat()
+    return copy.deepcopy(_parsed(path, (info.st_mtime_ns, info.st_size)))
 
 
 def load_pipeline(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Pipeline, list[Child]]:
