@@ -263,7 +263,11 @@ class _Run:
             tracker.log_artifact(plots.loss_curve({"loss": curve}, tmp / "loss.png"))
             for which in ("train", "eval"):
                 metrics.update({f"{which}_{k}": v for k, v in evaluate(compiled, getattr(data, which), spec.train).items()})
-        tracker.log_metrics(metrics, step=iterations)
+        logged = metrics
+        if self.trainer is not None and self.trainer.schedule.evaluates_at(iterations):
+            # The trainer already logged this evaluation at the last step.
+            logged = {k: v for k, v in metrics.items() if not k.startswith("eval_")}
+        tracker.log_metrics(logged, step=iterations)
         context = StepContext(compiled=compiled, data=data, out_dir=tmp, seed=spec.seed,
                               predict=compiled.predict, metrics=metrics)
         for step in spec.evaluate.steps:

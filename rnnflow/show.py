@@ -33,16 +33,15 @@ def execution_notes(spec: Spec, train_size: int) -> list[str]:
     """How training will execute, and why."""
     if spec.train is None:
         return ["no training (train: null): the model runs forward only"]
+    from rnnflow.schedule import plan
+
     train = spec.train
-    kind, count = train.schedule
-    batch = min(train.batch_size, train_size)
-    per_epoch = -(-train_size // batch)
-    total = count * per_epoch if kind == "epochs" else count
-    log_every = train.log_every or max(1, total // 100)
-    per_call = train.steps_per_execution or log_every
+    schedule = plan(spec, train_size)
     notes = [
-        f"{total} iterations of batch {batch} ({per_epoch} per pass over {train_size} training sequences)",
-        f"{per_call} gradient steps per compiled call; loss logged every {log_every} iterations",
+        f"{schedule.total} iterations of batch {schedule.batch_size} ({schedule.steps_per_epoch} per pass over "
+        f"{train_size} training sequences); loss logged every {schedule.log_every} iterations",
+        f"{schedule.steps_per_execution} gradient steps per call of one compiled function "
+        "(train.steps_per_execution), so Python runs once per chunk, not once per step",
         "loop: " + ("static (unrolled) time steps" if spec.model.unroll else "dynamic loop over time steps"),
         "XLA: " + ("on (train.jit_compile: true)" if train.jit_compile else "off (train.jit_compile: false)"),
         "precision: " + (spec.model.precision if spec.model.precision != "float32" else "float32 (model.precision)"),

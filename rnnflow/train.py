@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from rnnflow.errors import TrainingError  # noqa: E402
+from rnnflow.schedule import plan  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from rnnflow.compile import CompiledModel
@@ -169,16 +170,11 @@ class Trainer:
         self.optimizer.build(self.model.trainable_variables)
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         n = len(data.train)
-        self.batch_size = min(spec.train.batch_size, n)
-        if self.batch_size < spec.train.batch_size:
+        self.schedule = plan(spec, n)
+        if self.schedule.batch_size < spec.train.batch_size:
             log.warning("batch_size %d is larger than the %d training sequences; using %d",
-                        spec.train.batch_size, n, self.batch_size)
-        self.steps_per_epoch = math.ceil(n / self.batch_size)
-        kind, count = spec.train.schedule
-        self.total = count * self.steps_per_epoch if kind == "epochs" else count
-        self.log_every = spec.train.log_every or max(1, self.total // 100)
-        self.eval_every = spec.evaluate.every
-        self.steps_per_execution = spec.train.steps_per_execution or self.log_every
+                        spec.train.batch_size, n, self.schedule.batch_size)
+        self.total = self.schedule.total
         split = data.train
         self._x = tf.constant(split.x)
         self._y = tf.constant(split.y)
@@ -239,19 +235,10 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
 
-    def _boundary(self, done: int) -> int:
-        """The next iteration at which Python must look: a log point, an evaluation, an epoch end."""
-        marks = [self.total, (done // self.log_every + 1) * self.log_every,
-                 done + self.steps_per_execution]
-        if self.eval_every:
-            marks.append((done // self.eval_every + 1) * self.eval_every)
-        if self.spec.evaluate.every_epoch:
-            marks.append((done // self.steps_per_epoch + 1) * self.steps_per_epoch)
-        return min(marks)
-
     def _loop(self) -> TrainResult:
+        schedule = self.schedule
         for cb in self.callbacks:
-            cb.on_train_begin({"total": self.total, "start": int(self.iteration.numpy())})
+            cb.on_train_begin({"total": schedule.total, "start": int(self.iteration.numpy())})
         seed = self.spec.seed
         n = len(self.data.train)
         curve: list[tuple[int, float]] = []
@@ -259,38 +246,40 @@ class Trainer:
         started = time.perf_counter()
         done = int(self.iteration.numpy())
         first = done
-        while done < self.total:
+        while done < schedule.total:
             if self._stop_requested:
                 raise Interrupted(done)
-            stop = self._boundary(done)
-            indexes = batch_indices(seed, n, self.batch_size, done, stop - done, self.train_spec.shuffle)
+            stop = schedule.next_stop(done)
+            indexes = batch_indices(seed, n, schedule.batch_size, done, stop - done, self.train_spec.shuffle)
             losses = self._step_fn(self._x, self._y, self._w, self._l, tf.constant(indexes)).numpy()
             bad = np.flatnonzero(~np.isfinite(losses))
+            valid = losses[: bad[0]] if bad.size else losses
+            # The chunk returns every step's loss: log points fall where the spec says, not only
+            # where chunks end.
+            for offset, value in enumerate(valid.tolist(), start=done + 1):
+                pending.append(value)
+                logs: dict[str, float] = {}
+                if offset % schedule.log_every == 0 or offset == schedule.total:
+                    logs["loss"] = float(np.mean(pending))
+                    curve.append((offset, logs["loss"]))
+                    pending = []
+                if offset == stop and schedule.evaluates_at(offset):
+                    logs.update({f"eval_{k}": v for k, v in self.evaluate("eval").items()})
+                if logs:
+                    for cb in self.callbacks:
+                        cb.on_train_batch_end(offset, logs)
+                if offset % schedule.steps_per_epoch == 0:
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(offset // schedule.steps_per_epoch, logs)
             if bad.size:
                 at = done + int(bad[0]) + 1
                 raise TrainingError(f"the loss became {losses[bad[0]]} at iteration {at}; training stopped there "
                                     "(try a lower train.learning_rate or train.clip_norm)")
-            pending.extend(losses.tolist())
             done = int(self.iteration.numpy())
-            logs: dict[str, float] = {}
-            if done % self.log_every == 0 or done == self.total:
-                logs["loss"] = float(np.mean(pending))
-                curve.append((done, logs["loss"]))
-                pending = []
-            if (self.eval_every and done % self.eval_every == 0) or (
-                self.spec.evaluate.every_epoch and done % self.steps_per_epoch == 0
-            ):
-                logs.update({f"eval_{k}": v for k, v in self.evaluate("eval").items()})
-            if logs:
-                for cb in self.callbacks:
-                    cb.on_train_batch_end(done, logs)
-            if done % self.steps_per_epoch == 0:
-                for cb in self.callbacks:
-                    cb.on_epoch_end(done // self.steps_per_epoch, logs)
         seconds = time.perf_counter() - started
         for cb in self.callbacks:
             cb.on_train_end({"iterations": done, "seconds": seconds, "trained": done - first})
-        return TrainResult(done, curve, seconds, self.steps_per_execution)
+        return TrainResult(done, curve, seconds, schedule.steps_per_execution)
 
     def evaluate(self, which: str) -> dict[str, float]:
         """Loss and metrics on the `train` or `eval` split."""
