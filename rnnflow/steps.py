@@ -20,8 +20,6 @@ from rnnflow.registry import STEPS
 from rnnflow.spec.base import Section, at, pattern
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-
     from rnnflow.compile import CompiledModel
     from rnnflow.data.base import DataBundle, Split
 

@@ -57,7 +57,6 @@ def find_mnist(path: str | None, base_dir: Path) -> Path:
 
 
 def _download(cache: Path) -> Path:
-    import socket
     import urllib.request
 
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +66,7 @@ def _download(cache: Path) -> Path:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
         partial.replace(cache)
-    except (OSError, socket.timeout) as error:
+    except OSError as error:  # includes timeouts and refused connections
         partial.unlink(missing_ok=True)
         raise DataError(
             f"MNIST is not available and could not be downloaded ({error}); {_where_to_put_it(cache)}"
