@@ -125,6 +125,8 @@ def _sine_verdicts(variants: dict, curves: list[dict], variant: str, spec_varian
     out = []
     for base, factor in (("tf1", SINE_VS_TF1), ("fit", SINE_VS_FIT)):
         if base not in variants:
+            out.append(_verdict(f"sine, {who}: >= {factor:g}x faster per iteration than {base}", None,
+                                f"no successful run of {base}"))
             continue
         for key, what in (("ms_steady_median", "steady state"), ("ms_total_median", "incl. compile")):
             ratio = _ratio(variants[base][key], mine[key])
@@ -144,9 +146,18 @@ def _sine_verdicts(variants: dict, curves: list[dict], variant: str, spec_varian
                           "see the per-seed values and the learning check",
         ))
     if variant != "rnnflow_graph":
-        for curve in curves:
-            if curve["a"] == variant and curve["b"] in ("rnnflow_graph", "fit"):
-                out.append(_curve_verdict(f"sine, {variant} learns like {curve['b']}", curve))
+        out.extend(_learning_verdicts("sine", variant, curves))
+    return out
+
+
+def _learning_verdicts(workload: str, variant: str, curves: list[dict]) -> list[dict]:
+    """The first-steps check of a compiled path against the graph path and plain fit."""
+    out = []
+    for reference in ("rnnflow_graph", "fit"):
+        name = f"{workload}, {variant} learns like {reference}"
+        found = [c for c in curves if c["a"] == variant and c["b"] == reference]
+        out.append(_curve_verdict(name, found[0]) if found else
+                   _verdict(name, None, "the learning check did not run (see the failed jobs)"))
     return out
 
 
@@ -217,7 +228,9 @@ def _mnist_verdicts(variants: dict, curves: list[dict], variant: str, spec_varia
     name = f"mnist, {who}: {ACCURACY_TARGET:.0%} test accuracy in less wall time than the TF1 program"
     out = []
     tf1 = variants.get("tf1")
-    if tf1 is not None:
+    if tf1 is None:
+        out.append(_verdict(name, None, "no successful run of tf1"))
+    else:
         ours = mine["seconds_to_target_median"]
         if ours is None:
             out.append(_verdict(name, False, f"not reached in {mine['epochs']} epochs by every run "
@@ -235,9 +248,7 @@ def _mnist_verdicts(variants: dict, curves: list[dict], variant: str, spec_varia
                                 f"{ACCURACY_TARGET:.0%} in {sum(e is not None for e in tf1['epoch_reached'])} of "
                                 f"{tf1['runs']} runs within {tf1['epochs']} epochs"))
     if variant != "rnnflow_graph":
-        for curve in curves:
-            if curve["a"] == variant and curve["b"] in ("rnnflow_graph", "fit"):
-                out.append(_curve_verdict(f"mnist, {variant} learns like {curve['b']}", curve))
+        out.extend(_learning_verdicts("mnist", variant, curves))
         graph = variants.get("rnnflow_graph")
         if graph is not None:
             ours, theirs = mine["final_accuracy_median"], graph["final_accuracy_median"]
@@ -258,8 +269,14 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def markdown(results: dict[str, Any], title: str = "rnnflow benchmark results") -> str:
-    """The results as markdown: the target verdicts, one table per workload, the machine."""
+def markdown(results: dict[str, Any], title: str = "rnnflow benchmark results", level: int = 2) -> str:
+    """The results as markdown: the target verdicts, one table per workload, the machine.
+
+    Args:
+        results: what run.py writes to results.json.
+        title: the top heading (none when empty).
+        level: the heading level of the sections (3 inside the benchmarks README).
+    """
     config, summary, machine = results["config"], results["summary"], results["machine"]
     lines = [f"# {title}", ""] if title else []
     if config.get("quick"):
@@ -340,7 +357,10 @@ def markdown(results: dict[str, Any], title: str = "rnnflow benchmark results") 
     if failed:
         lines += ["", "## Failed jobs", ""]
         lines += [f"- `{r['job']}`: {r['error']}" for r in failed]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines)
+    if level != 2:
+        text = "\n".join("#" * level + line[2:] if line.startswith("## ") else line for line in text.splitlines())
+    return text + "\n"
 
 
 def _order(variants: dict) -> list[str]:

@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{verdict['status']:4}  {verdict['target']}: {verdict['numbers']}")
     print(f"\nwrote {out / 'results.json'} and {out / 'results.md'} ({results['minutes']:.1f} min)")
     if not args.quick and out.resolve() == DEFAULT_OUT.resolve() and not args.no_readme:
-        body = report.markdown(results, title="")
+        body = report.markdown(results, title="", level=3)
         if _harness.replace_section(HERE / "README.md", "results", body):
             print("updated the results section of benchmarks/README.md")
     return 1 if any(r.get("error") for r in records) else 0
