@@ -68,7 +68,7 @@ def rnnflow_timed(seed: int, epochs: int, jit: bool, unroll: bool, limits: list[
                      "train_loss": logs.get("loss")})
         previous = elapsed
     return {"overrides": overrides, "epochs": rows, "train_seconds": recorder.seconds,
-            "cpu_seconds": recorder.cpu_seconds, "rnnflow_metrics": result.metrics}
+            "cpu_seconds": recorder.cpu_seconds, "rnnflow_metrics": result.metrics, "curve": recorder.losses()}
 
 
 def rnnflow_curve(seed: int, steps: int, jit: bool, unroll: bool, limits: list[str]) -> dict:

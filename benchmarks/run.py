@@ -75,8 +75,10 @@ def settings(args: argparse.Namespace) -> dict:
     for key in ("reps", "mnist_reps", "mnist_epochs", "iterations"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    if config["warmup"] >= config["iterations"] or config["warmup"] % LOG_EVERY:
-        raise SystemExit(f"--iterations must exceed the warm-up ({config['warmup']} iterations)")
+    if config["warmup"] >= config["iterations"] or config["iterations"] % LOG_EVERY:
+        # A last chunk of another size would cost rnnflow's XLA path one more compilation.
+        raise SystemExit(f"--iterations must be a multiple of {LOG_EVERY} above the warm-up "
+                         f"({config['warmup']} iterations)")
     config["quick"] = args.quick
     config["seeds"] = list(range(config["reps"]))
     config["mnist_seeds"] = list(range(config["mnist_reps"]))
