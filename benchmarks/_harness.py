@@ -120,7 +120,9 @@ def _git_state() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "--short", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # The results the benchmarks themselves rewrite do not make the measured code dirty.
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results",
+                 ":!benchmarks/README.md")
     return {"rnnflow_commit": commit, "rnnflow_dirty": bool(status) if status is not None else None}
 
 
