@@ -238,6 +238,8 @@ class Trainer:
     def _loop(self) -> TrainResult:
         schedule = self.schedule
         for cb in self.callbacks:
+            if hasattr(cb, "set_model"):
+                cb.set_model(self.model)  # as Keras' fit does: a callback may look at the model
             cb.on_train_begin({"total": schedule.total, "start": int(self.iteration.numpy())})
         seed = self.spec.seed
         n = len(self.data.train)

@@ -30,7 +30,12 @@ def mlflow_store(tmp_path_factory) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    # A SQLite store keeps artifacts in ./mlruns of the working directory: work in the store's
+    # folder, so the tests leave nothing in the checkout.
+    cwd = os.getcwd()
+    os.chdir(folder)
     yield uri
+    os.chdir(cwd)
     if previous is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
