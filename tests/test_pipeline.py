@@ -266,3 +266,25 @@ def test_ui_serves_the_store_rnnflow_logs_to(tmp_path, mlflow_store, client):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_ctrl_c_stops_the_whole_pipeline(tmp_path, mlflow_store, client, monkeypatch):
+    """Ctrl-C in a child stops the pipeline (the other children do not run) and records the parent KILLED."""
+    import rnnflow.runner
+    from rnnflow.pipeline import run_pipeline
+
+    path = dump_pipeline(tmp_path, {"name": "stopped", "experiment": "exp-stopped", "set": TINY,
+                                    "runs": [{"spec": GRU, "grid": {"model.cells[0].type": ["rnn", "gru"]}}]})
+    started = []
+
+    def interrupted_run(spec, overrides, **kwargs):
+        started.append(spec.tracking.run_name)
+        raise rnnflow.runner.RunInterrupted("0" * 32, 7)
+
+    monkeypatch.setattr(rnnflow.runner, "run", interrupted_run)
+    with pytest.raises(rnnflow.runner.RunInterrupted):
+        run_pipeline(path, echo=lambda line: None)
+    assert started == ["gru_forecast[type=rnn]"]
+    parents = client.search_runs([client.get_experiment_by_name("exp-stopped").experiment_id],
+                                 "tags.`rnnflow.role` = 'pipeline'")
+    assert [p.info.status for p in parents] == ["KILLED"]
