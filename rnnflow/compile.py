@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import rnnflow._tf  # noqa: F401  (quiet TensorFlow import)  # isort: skip
@@ -305,8 +306,22 @@ def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
     return CompiledModel(model, probe, plans, masked, spec.evaluate.batch_size)
 
 
+SUMMARY_WIDTH = 100
+
+
 def model_summary(model: keras.Model) -> str:
     """The Keras summary as text."""
     lines: list[str] = []
-    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    # Keras draws the table with rich, whose console is as wide as $COLUMNS, the terminal, or 80
+    # columns: a table drawn wider than that loses its right-hand columns (Param #) instead of
+    # wrapping. Give the console the table's width.
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(SUMMARY_WIDTH)
+    try:
+        model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=SUMMARY_WIDTH)
+    finally:
+        if previous is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = previous
     return "\n".join(lines)
