@@ -130,7 +130,8 @@ def summary_rows(outcomes: list[ChildOutcome]) -> tuple[list[str], list[list[Any
 def format_table(header: list[str], rows: list[list[Any]]) -> str:
     """Rows as an aligned text table."""
     def cell(value: Any) -> str:
-        return f"{value:.5g}" if isinstance(value, float) else str(value)
+        # One line per row: a value with line breaks (a folded `description: >`) would break the table.
+        return f"{value:.5g}" if isinstance(value, float) else " ".join(str(value).split())
 
     cells = [[cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]

@@ -288,3 +288,15 @@ def test_ctrl_c_stops_the_whole_pipeline(tmp_path, mlflow_store, client, monkeyp
     parents = client.search_runs([client.get_experiment_by_name("exp-stopped").experiment_id],
                                  "tags.`rnnflow.role` = 'pipeline'")
     assert [p.info.status for p in parents] == ["KILLED"]
+
+
+def test_table_rows_stay_on_one_line_each():
+    """A folded `description: >` ends with a line break; in a compared param it broke the table."""
+    from rnnflow.compare import render
+
+    header = ["run", "description", "eval_loss"]
+    rows = [["a", "One layer.\nTrained on a window.\n", 0.5], ["b", "", 0.25]]
+    lines = render(header, rows, "table").splitlines()
+    assert len(lines) == 3
+    assert lines[1].split() == ["a", "One", "layer.", "Trained", "on", "a", "window.", "0.5"]
+    assert [line.index("eval_loss") for line in lines[:1]] == [lines[2].index("0.25")]
