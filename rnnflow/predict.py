@@ -20,11 +20,12 @@ def load_run_model(run_id: str):
     Raises:
         RnnflowError: when the run does not exist or logged no model.
     """
-    import mlflow.keras
-    from mlflow.exceptions import MlflowException
-
+    # rnnflow's modules first: they import TensorFlow quietly, and mlflow.keras would import it loudly.
     import rnnflow.cells  # noqa: F401  (custom objects must be registered before loading)
-    import rnnflow.wrappers  # noqa: F401
+    import rnnflow.wrappers  # noqa: F401  # isort: skip
+
+    import mlflow.keras  # isort: skip
+    from mlflow.exceptions import MlflowException  # isort: skip
 
     try:
         return mlflow.keras.load_model(f"runs:/{run_id}/model")

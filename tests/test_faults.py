@@ -223,3 +223,19 @@ def test_no_run_is_left_running(client):
 
 def test_rnnflow_errors_have_exit_codes():
     assert SpecError([]).exit_code == 2 and RnnflowError("x").exit_code == 1
+
+
+def test_predict_prints_only_its_own_error(tmp_path):
+    """TensorFlow's C++ start-up notes (CUDA probing) must not reach the user: `rnnflow predict`
+    imported mlflow.keras, and so TensorFlow, before rnnflow's quiet import."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONPATH": str(ROOT)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    out = subprocess.run([sys.executable, "-m", "rnnflow", "predict", "--run", "0123456789abcdef0123456789abcdef"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        "rnnflow: error: cannot load the model of run 0123456789abcdef0123456789abcdef: "
+        "Run with id=0123456789abcdef0123456789abcdef not found"], out.stderr
