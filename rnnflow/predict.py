@@ -118,6 +118,9 @@ def predict_run(run_id: str, input_file: Path | None, output_file: Path | None) 
     """Predict with a run's model and print the predictions (or write them to `output_file`)."""
     import numpy as np
 
+    from rnnflow.store import check_reachable, tracking_uri
+
+    check_reachable(tracking_uri(None))  # else MLflow retries a refused connection for minutes
     model = load_run_model(run_id)
     if input_file is None:
         inputs, source = run_eval_inputs(run_id), f"run {run_id} evaluation data"

@@ -300,3 +300,21 @@ def test_table_rows_stay_on_one_line_each():
     assert len(lines) == 3
     assert lines[1].split() == ["a", "One", "layer.", "Trained", "on", "a", "window.", "0.5"]
     assert [line.index("eval_loss") for line in lines[:1]] == [lines[2].index("0.25")]
+
+
+@pytest.mark.parametrize("command", [["compare"], ["predict", "--run", "0123456789abcdef0123456789abcdef"]])
+def test_unreachable_server_fails_fast_when_looking_at_runs(mlflow_store, command):
+    """MLflow retries a refused connection for minutes, then rnnflow called it an internal error."""
+    import mlflow
+
+    url = f"http://127.0.0.1:{free_port()}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(url)
+    try:
+        started = time.time()
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1
+        assert f"cannot reach the MLflow tracking server at {url}" in result.output
+        assert time.time() - started < 30
+    finally:
+        mlflow.set_tracking_uri(previous)
