@@ -23,7 +23,7 @@ def serve_ui(host: str, port: int, tracking_uri: str | None = None) -> None:
         port: port to listen on.
         tracking_uri: the store; default: the one runs go to ($MLFLOW_TRACKING_URI or sqlite:///mlflow.db).
     """
-    from rnnflow.tracking import tracking_uri as resolve
+    from rnnflow.store import tracking_uri as resolve
 
     uri = resolve(tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -56,11 +56,15 @@ def compare_runs(experiment: str | None = None, parent: str | None = None,
     metrics; rows sorted best first by `metric` (default: eval_loss).
 
     Raises:
+        TrackingError: when the tracking server does not answer.
         RnnflowError: when the experiment or parent run does not exist, or the metric is unknown.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from rnnflow.store import check_reachable, tracking_uri
+
+    check_reachable(tracking_uri(None))  # else MLflow retries a refused connection for minutes
     client = MlflowClient()
     if parent is not None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import rnnflow._tf  # noqa: F401  (quiet TensorFlow import)  # isort: skip
@@ -15,7 +16,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import rnnflow.cells  # noqa: E402,F401  (registers the custom cells for loading)
-from rnnflow.errors import RnnflowError  # noqa: E402
+from rnnflow.errors import RnnflowError, SpecError, SpecIssue  # noqa: E402
 from rnnflow.wrappers import (  # noqa: E402
     DeviceWrapper,
     DropoutWrapper,
@@ -223,6 +224,7 @@ def _graph(spec: Spec, data: DataBundle):
     projection = spec.model.projection
     out_units = (projection.units or data.output_size) if projection is not None else None
     plans = plan_layers(spec)
+    _check_output_size(spec, data, out_units if projection is not None else plans[-1].cell.units)
     hidden = x_in
     states: dict[str, Any] = {}
     for index, plan in enumerate(plans):
@@ -249,6 +251,29 @@ def _graph(spec: Spec, data: DataBundle):
     return inputs, outputs, top, states, plans, masked
 
 
+def _check_output_size(spec: Spec, data: DataBundle, size: int) -> None:
+    """Refuse a model whose outputs do not match the targets: the loss would broadcast them silently.
+
+    Raises:
+        SpecError: located at model.projection(.units) when the data has targets of another size.
+    """
+    if data.train.y is None or size == data.output_size:
+        return
+    key: tuple[str, ...] = ("model", "projection")
+    if spec.model.projection is None:
+        message = (f"null gives the top layer's {size} outputs, but the {spec.data.type} targets need "
+                   f"{data.output_size}; project with {{units: {data.output_size}}}")
+    else:
+        key += ("units",)
+        message = (f"{size} outputs, but the {spec.data.type} targets need {data.output_size} "
+                   "(leave units out to use the data's size)")
+    position = spec.document.position(key) if spec.document is not None else None
+    source = position.source if position is not None else spec.name
+    line = position.line if position is not None else None
+    column = position.column if position is not None else None
+    raise SpecError([SpecIssue(source, line, column, ".".join(key), message)])
+
+
 def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
     """Compile a spec into a Keras model.
 
@@ -259,6 +284,10 @@ def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
 
     Returns:
         The CompiledModel.
+
+    Raises:
+        SpecError: when the model's outputs do not match the size of the data's targets.
+        RnnflowError: when a strict device wrapper names a missing device.
     """
     if data is None:
         from rnnflow.data.base import LoadContext
@@ -277,8 +306,22 @@ def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
     return CompiledModel(model, probe, plans, masked, spec.evaluate.batch_size)
 
 
+SUMMARY_WIDTH = 100
+
+
 def model_summary(model: keras.Model) -> str:
     """The Keras summary as text."""
     lines: list[str] = []
-    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    # Keras draws the table with rich, whose console is as wide as $COLUMNS, the terminal, or 80
+    # columns: a table drawn wider than that loses its right-hand columns (Param #) instead of
+    # wrapping. Give the console the table's width.
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(SUMMARY_WIDTH)
+    try:
+        model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=SUMMARY_WIDTH)
+    finally:
+        if previous is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = previous
     return "\n".join(lines)

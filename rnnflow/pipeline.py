@@ -65,9 +65,11 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
     Raises:
         SpecError: the pipeline or a resolved spec is invalid (nothing has run).
         TrackingError: the tracking store cannot be reached (nothing has run).
+        RunInterrupted: Ctrl-C stopped a child (recorded KILLED with a checkpoint); the parent
+            is recorded KILLED and the remaining children do not run.
     """
     from rnnflow import __version__, tracking
-    from rnnflow.runner import run
+    from rnnflow.runner import RunInterrupted, run
 
     pipeline, children = load_pipeline(path, overrides)
     uri = tracking.tracking_uri(pipeline.tracking_uri)
@@ -86,8 +88,8 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
             try:
                 result = run(child.spec, child.overrides, quiet=quiet, parent_run_id=parent.run_id, tags=tags)
                 outcomes.append(ChildOutcome(child.name, result.run_id, "FINISHED", result.metrics))
-            except KeyboardInterrupt:
-                raise
+            except (KeyboardInterrupt, RunInterrupted):
+                raise  # Ctrl-C stops the pipeline, not just the child that was training
             except Exception as error:  # noqa: BLE001 - a failing child must not stop the others
                 run_id = getattr(error, "rnnflow_run_id", None)
                 if run_id is None:  # failed before its run existed: record it anyway
@@ -97,7 +99,7 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
                 echo(f"  FAILED: {message}")
         _summarize(parent, outcomes, echo)
     except BaseException as error:
-        parent.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", str(error))
+        parent.end("KILLED" if isinstance(error, (KeyboardInterrupt, RunInterrupted)) else "FAILED", str(error))
         raise
     failed = [o for o in outcomes if o.status != "FINISHED"]
     parent.end("FAILED" if failed else "FINISHED",
@@ -128,7 +130,8 @@ def summary_rows(outcomes: list[ChildOutcome]) -> tuple[list[str], list[list[Any
 def format_table(header: list[str], rows: list[list[Any]]) -> str:
     """Rows as an aligned text table."""
     def cell(value: Any) -> str:
-        return f"{value:.5g}" if isinstance(value, float) else str(value)
+        # One line per row: a value with line breaks (a folded `description: >`) would break the table.
+        return f"{value:.5g}" if isinstance(value, float) else " ".join(str(value).split())
 
     cells = [[cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]

@@ -20,11 +20,12 @@ def load_run_model(run_id: str):
     Raises:
         RnnflowError: when the run does not exist or logged no model.
     """
-    import mlflow.keras
-    from mlflow.exceptions import MlflowException
-
+    # rnnflow's modules first: they import TensorFlow quietly, and mlflow.keras would import it loudly.
     import rnnflow.cells  # noqa: F401  (custom objects must be registered before loading)
-    import rnnflow.wrappers  # noqa: F401
+    import rnnflow.wrappers  # noqa: F401  # isort: skip
+
+    import mlflow.keras  # isort: skip
+    from mlflow.exceptions import MlflowException  # isort: skip
 
     try:
         return mlflow.keras.load_model(f"runs:/{run_id}/model")
@@ -117,6 +118,9 @@ def predict_run(run_id: str, input_file: Path | None, output_file: Path | None) 
     """Predict with a run's model and print the predictions (or write them to `output_file`)."""
     import numpy as np
 
+    from rnnflow.store import check_reachable, tracking_uri
+
+    check_reachable(tracking_uri(None))  # else MLflow retries a refused connection for minutes
     model = load_run_model(run_id)
     if input_file is None:
         inputs, source = run_eval_inputs(run_id), f"run {run_id} evaluation data"

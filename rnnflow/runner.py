@@ -175,6 +175,8 @@ class _Run:
         self.tracker = self._start()
         with tempfile.TemporaryDirectory(prefix="rnnflow-") as tmp:
             try:
+                if self.resume is None:
+                    self._log_spec(self.tracker)
                 result = self._body(compiled, data, Path(tmp))
             except BaseException as error:
                 self._fail(error)
@@ -202,11 +204,8 @@ class _Run:
             tags["rnnflow.spec_file"] = str(spec.document.path)
         if self.overrides:
             tags["rnnflow.overrides"] = " ".join(self.overrides)
-        tracker = Tracker(spec.tracking.experiment, spec.tracking.run_name or spec.name, tags,
-                          parent_run_id=self.parent_run_id, resume_run_id=self.resume)
-        if self.resume is None:
-            self._log_spec(tracker)
-        return tracker
+        return Tracker(spec.tracking.experiment, spec.tracking.run_name or spec.name, tags,
+                       parent_run_id=self.parent_run_id, resume_run_id=self.resume)
 
     def _log_spec(self, tracker) -> None:
         from rnnflow.tracking import flatten

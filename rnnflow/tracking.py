@@ -8,11 +8,7 @@ logged into and left open.
 from __future__ import annotations
 
 import json
-import os
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ import rnnflow._tf  # noqa: F401  (quiet TensorFlow import)  # isort: skip
 import keras
 
 from rnnflow.errors import TrackingError
+from rnnflow.store import check_reachable, tracking_uri  # noqa: F401  (part of this module's API)
 
 PARAM_VALUE_LIMIT = 500
 MODEL_ARTIFACT = "model"
@@ -40,47 +37,6 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
             text = text[: PARAM_VALUE_LIMIT - 3] + "..."
         out[prefix] = text
     return out
-
-
-def tracking_uri(spec_uri: str | None) -> str:
-    """The tracking URI a run will use: the spec's, else MLflow's default (which honours
-    $MLFLOW_TRACKING_URI and is otherwise sqlite:///mlflow.db in the working directory)."""
-    import mlflow
-
-    if spec_uri:
-        mlflow.set_tracking_uri(spec_uri)
-    return mlflow.get_tracking_uri()
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any training, when the tracking store cannot be used.
-
-    Raises:
-        TrackingError: for an HTTP server that does not answer, or a local store that cannot be written.
-    """
-    if uri.startswith(("http://", "https://")):
-        url = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                response.read(64)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", error)
-            raise TrackingError(
-                f"cannot reach the MLflow tracking server at {uri} ({reason}); start it, or point "
-                "tracking.tracking_uri / MLFLOW_TRACKING_URI at a reachable store"
-            ) from None
-        return
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme == "sqlite":
-        local: Path | None = Path(uri[len("sqlite:///"):]).parent
-    elif parsed.scheme in ("file", ""):
-        local = Path(parsed.path)
-    else:
-        local = None
-    if local is not None:
-        probe = local if local.exists() else next((p for p in local.absolute().parents if p.exists()), Path("."))
-        if not os.access(probe, os.W_OK):
-            raise TrackingError(f"the tracking store {uri} is not writable ({probe})")
 
 
 class MetricsLogger(keras.callbacks.Callback):

@@ -214,6 +214,37 @@ def test_strict_device_fails_before_any_run(mlflow_store, client):
     assert client.get_experiment_by_name("faults-strict") is None
 
 
+def test_predict_prints_only_its_own_error(tmp_path):
+    """TensorFlow's C++ start-up notes (CUDA probing) must not reach the user: `rnnflow predict`
+    imported mlflow.keras, and so TensorFlow, before rnnflow's quiet import."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PYTHONPATH": str(ROOT)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    out = subprocess.run([sys.executable, "-m", "rnnflow", "predict", "--run", "0123456789abcdef0123456789abcdef"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        "rnnflow: error: cannot load the model of run 0123456789abcdef0123456789abcdef: "
+        "Run with id=0123456789abcdef0123456789abcdef not found"], out.stderr
+
+
+def test_a_failure_while_logging_the_spec_ends_the_run_failed(runner_api, client):
+    """MLflow refuses the param 'tracking.tags.x!' after the run has started: the run must end
+    FAILED, not stay RUNNING (MLflow's exit handler would later mark it FINISHED)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    spec = ROOT / "specs" / "basic_rnn.yaml"
+    with pytest.raises(MlflowException) as info:
+        runner_api(spec, ['tracking.tags={"x!": "1"}', "tracking.experiment=faults-params"])
+    assert mlflow.active_run() is None
+    run = client.get_run(info.value.rnnflow_run_id)
+    assert run.info.status == "FAILED"
+    assert "tracking.tags.x!" in run.data.tags["rnnflow.error"]
+
+
 def test_no_run_is_left_running(client):
     """Runs last in this module: after every fault above, nothing is RUNNING."""
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -223,3 +254,4 @@ def test_no_run_is_left_running(client):
 
 def test_rnnflow_errors_have_exit_codes():
     assert SpecError([]).exit_code == 2 and RnnflowError("x").exit_code == 1
+

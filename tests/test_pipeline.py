@@ -266,3 +266,55 @@ def test_ui_serves_the_store_rnnflow_logs_to(tmp_path, mlflow_store, client):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_ctrl_c_stops_the_whole_pipeline(tmp_path, mlflow_store, client, monkeypatch):
+    """Ctrl-C in a child stops the pipeline (the other children do not run) and records the parent KILLED."""
+    import rnnflow.runner
+    from rnnflow.pipeline import run_pipeline
+
+    path = dump_pipeline(tmp_path, {"name": "stopped", "experiment": "exp-stopped", "set": TINY,
+                                    "runs": [{"spec": GRU, "grid": {"model.cells[0].type": ["rnn", "gru"]}}]})
+    started = []
+
+    def interrupted_run(spec, overrides, **kwargs):
+        started.append(spec.tracking.run_name)
+        raise rnnflow.runner.RunInterrupted("0" * 32, 7)
+
+    monkeypatch.setattr(rnnflow.runner, "run", interrupted_run)
+    with pytest.raises(rnnflow.runner.RunInterrupted):
+        run_pipeline(path, echo=lambda line: None)
+    assert started == ["gru_forecast[type=rnn]"]
+    parents = client.search_runs([client.get_experiment_by_name("exp-stopped").experiment_id],
+                                 "tags.`rnnflow.role` = 'pipeline'")
+    assert [p.info.status for p in parents] == ["KILLED"]
+
+
+def test_table_rows_stay_on_one_line_each():
+    """A folded `description: >` ends with a line break; in a compared param it broke the table."""
+    from rnnflow.compare import render
+
+    header = ["run", "description", "eval_loss"]
+    rows = [["a", "One layer.\nTrained on a window.\n", 0.5], ["b", "", 0.25]]
+    lines = render(header, rows, "table").splitlines()
+    assert len(lines) == 3
+    assert lines[1].split() == ["a", "One", "layer.", "Trained", "on", "a", "window.", "0.5"]
+    assert [line.index("eval_loss") for line in lines[:1]] == [lines[2].index("0.25")]
+
+
+@pytest.mark.parametrize("command", [["compare"], ["predict", "--run", "0123456789abcdef0123456789abcdef"]])
+def test_unreachable_server_fails_fast_when_looking_at_runs(mlflow_store, command):
+    """MLflow retries a refused connection for minutes, then rnnflow called it an internal error."""
+    import mlflow
+
+    url = f"http://127.0.0.1:{free_port()}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(url)
+    try:
+        started = time.time()
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 1
+        assert f"cannot reach the MLflow tracking server at {url}" in result.output
+        assert time.time() - started < 30
+    finally:
+        mlflow.set_tracking_uri(previous)

@@ -103,3 +103,34 @@ def test_mixed_precision_computes_in_half_and_keeps_float32_variables(run_spec, 
     assert layer.compute_dtype == compute and layer.variable_dtype == "float32"
     assert result.compiled.model.output.dtype == "float32"
     assert np.isfinite(result.metrics["train_loss"]) and np.isfinite(result.metrics["eval_loss"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.projection.units=3", "model.projection.units: 3 outputs, but the sine targets need 1"),
+    ("model.projection=null", "model.projection: null gives the top layer's 4 outputs, but the sine targets need 1"),
+])
+def test_outputs_that_do_not_match_the_targets_are_refused(override, message):
+    """A (N, T, 3) prediction minus a (N, T, 1) target broadcasts: the loss would be silently wrong."""
+    from rnnflow.compile import build_model
+    from rnnflow.errors import SpecError
+    from rnnflow.spec import load_spec
+
+    path = next(p for p in SPECS if p.stem == "gru_forecast")
+    spec = load_spec(path, [*shrink(path), "model.cells[0].units=4", override])
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_model(spec)
+
+
+def test_model_summary_keeps_the_param_column(monkeypatch):
+    """Keras draws the summary with rich, whose console is 80 columns when not a terminal: a table
+    drawn wider lost its right-hand column (Param #) in model_summary.txt and `rnnflow show`."""
+    from rnnflow.compile import build_model, model_summary
+    from rnnflow.spec import load_spec
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    path = next(p for p in SPECS if p.stem == "gru_forecast")
+    model = build_model(load_spec(path, [*shrink(path), "model.cells[0].units=4"])).model
+    text = model_summary(model)
+    assert "Param #" in text
+    gru_row = next(line for line in text.splitlines() if "gru_0 (GRU)" in line)
+    assert gru_row.rstrip("│ ").endswith(f"{model.get_layer('gru_0').count_params():,}")
