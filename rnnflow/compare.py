@@ -43,6 +43,10 @@ def serve_ui(host: str, port: int, tracking_uri: str | None = None) -> None:
 _HIGHER_IS_BETTER = ("accuracy",)
 
 
+# Params that differ between runs without being a setting of the experiment.
+_NOT_COMPARED = {"description", "tracking.run_name", "tracking.experiment"}
+
+
 def higher_is_better(metric: str) -> bool:
     """Whether a larger value of `metric` is better."""
     return any(word in metric for word in _HIGHER_IS_BETTER)
@@ -89,7 +93,8 @@ def compare_runs(experiment: str | None = None, parent: str | None = None,
     # Runs that failed before they started have no params; they do not make every param "differ".
     with_params = [r for r in runs if r.data.params]
     all_params = sorted({k for r in with_params for k in r.data.params})
-    differing = [k for k in all_params if len({r.data.params.get(k) for r in with_params}) > 1]
+    differing = [k for k in all_params if k not in _NOT_COMPARED
+                 and len({r.data.params.get(k) for r in with_params}) > 1]
     metric_names = [metric] + sorted(k for k in known if k != metric and k != "loss")
     sign = -1.0 if higher_is_better(metric) else 1.0
 

@@ -32,7 +32,16 @@ from rnnflow.errors import SpecError, SpecIssue
 from rnnflow.spec.base import Section
 from rnnflow.spec.spec import NAME_PATTERN, Spec, spec_from_document
 from rnnflow.spec.validate import validate
-from rnnflow.spec.yamlio import Document, KeyPath, Position, apply_override, load_yaml, parse_path, set_path
+from rnnflow.spec.yamlio import (
+    Document,
+    KeyPath,
+    Position,
+    apply_override,
+    format_path,
+    load_yaml,
+    parse_path,
+    set_path,
+)
 
 MAX_RUNS = 1000
 
@@ -101,20 +110,8 @@ def _key_issue(doc: Document, where: KeyPath, key: str) -> SpecIssue | None:
         parse_path(key)
     except ValueError as error:
         pos = doc.position(where + (key,), key=True)
-        return SpecIssue(pos.source, pos.line, pos.column, _render(where + (key,)), str(error))
+        return SpecIssue(pos.source, pos.line, pos.column, format_path(where + (key,)), str(error))
     return None
-
-
-def _render(path: KeyPath) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif "." in part or "[" in part:
-            out += f"['{part}']"
-        else:
-            out += f".{part}" if out else part
-    return out
 
 
 def expand(pipeline: Pipeline, doc: Document, extra: tuple[str, ...] = ()) -> list[Child]:
@@ -141,7 +138,7 @@ def expand(pipeline: Pipeline, doc: Document, extra: tuple[str, ...] = ()) -> li
         for key, values in entry.grid.items():
             if not values:
                 pos = doc.position(("runs", i, "grid", key))
-                issues.append(SpecIssue(pos.source, pos.line, pos.column, _render(("runs", i, "grid", key)),
+                issues.append(SpecIssue(pos.source, pos.line, pos.column, format_path(("runs", i, "grid", key)),
                                         "give at least one value"))
     if issues:
         raise SpecError(issues)
@@ -213,8 +210,11 @@ def _child(pipeline: Pipeline, doc: Document, index: int, entry: RunEntry, spec_
     try:
         spec = spec_from_document(spec_doc)
     except SpecError as error:
+        # Say which run an error in the pipeline file belongs to; a `--set` or a spec file's own
+        # error is the same for every run and is reported once.
         where = f" (run {name} of {spec_path.name})"
-        raise SpecError([dataclasses.replace(x, message=x.message + where) for x in error.issues]) from None
+        raise SpecError([dataclasses.replace(x, message=x.message + where) if x.source == doc.source else x
+                         for x in error.issues]) from None
     return Child(name, spec, texts, varied)
 
 

@@ -52,7 +52,9 @@ def forecast(split: Split, pred: np.ndarray, path: Path, index: int = 0) -> Path
         time = split.time[index] if split.time is not None else np.arange(steps)
         ax.plot(time, split.y[index, :, 0], "o", markersize=5, color="tab:blue", alpha=0.5, label="target")
         ax.plot(time, pred[index, :, 0], ".", markersize=6, color="tab:red", label="prediction")
-        ax.plot(time, split.x[index, :, 0], "-", linewidth=1, color="tab:gray", alpha=0.6, label="input")
+        # Each input is the point one step before its target.
+        input_time = time - (time[1] - time[0] if steps > 1 else 1)
+        ax.plot(input_time, split.x[index, :, 0], "-", linewidth=1, color="tab:gray", alpha=0.6, label="input")
         mse = float(np.mean((pred[index] - split.y[index]) ** 2))
         ax.set_title(f"forecast of one evaluation sequence (MSE {mse:.4g})")
         ax.set_xlabel("time" if split.time is not None else "step")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +36,10 @@ def load_run_model(run_id: str):
 
 def run_eval_inputs(run_id: str) -> Any:
     """The evaluation inputs of a run, rebuilt from its resolved spec."""
-    from mlflow.tracking import MlflowClient
-
     from rnnflow.data.base import LoadContext
-    from rnnflow.spec import spec_from_text
+    from rnnflow.store import spec_of_run
 
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            text = Path(MlflowClient().download_artifacts(run_id, "spec/resolved.yaml", tmp)).read_text()
-        except Exception as error:  # noqa: BLE001 - MLflow raises several kinds here
-            raise RnnflowError(f"run {run_id} has no spec/resolved.yaml artifact ({error})") from None
-    spec = spec_from_text(text, source=f"run {run_id}: spec/resolved.yaml")
+    spec = spec_of_run(run_id)
     data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
     return data.eval.inputs()
 
@@ -136,8 +128,6 @@ def predict_run(run_id: str, input_file: Path | None, output_file: Path | None) 
         np.save(output_file, pred)
     elif suffix == ".csv":
         np.savetxt(output_file, pred.reshape(pred.shape[0], -1), delimiter=",")
-    elif suffix == ".json":
-        output_file.write_text(json.dumps(pred.tolist()))
     else:
-        raise RnnflowError(f"{output_file}: write predictions as .npy, .csv or .json")
+        output_file.write_text(json.dumps(pred.tolist()))
     click.echo(f"wrote {pred.shape} predictions to {output_file}")

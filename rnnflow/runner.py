@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from rnnflow.errors import RnnflowError
-from rnnflow.spec import Spec, load_spec, spec_from_text
+from rnnflow.spec import Spec, load_spec
 
 log = logging.getLogger("rnnflow")
 
@@ -121,6 +121,8 @@ def _load_checkpoint(run_id: str) -> tuple[Spec, dict[str, Any]]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from rnnflow.store import spec_of_run
+
     client = MlflowClient()
     try:
         run_info = client.get_run(run_id)
@@ -131,14 +133,12 @@ def _load_checkpoint(run_id: str) -> tuple[Spec, dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             folder = Path(client.download_artifacts(run_id, CHECKPOINT_DIR, tmp))
-            spec_text = Path(client.download_artifacts(run_id, "spec/resolved.yaml", tmp)).read_text()
+            with np.load(folder / "state.npz") as archive:
+                arrays = {k: archive[k] for k in archive.files}
+            meta = json.loads((folder / "meta.json").read_text())
         except (MlflowException, OSError):
             raise RnnflowError(f"cannot resume run {run_id}: it has no checkpoint (only interrupted runs do)") from None
-        with np.load(folder / "state.npz") as archive:
-            arrays = {k: archive[k] for k in archive.files}
-        meta = json.loads((folder / "meta.json").read_text())
-    spec = spec_from_text(spec_text, source=f"run {run_id}: spec/resolved.yaml")
-    return spec, {"arrays": arrays, "meta": meta}
+    return spec_of_run(run_id, client), {"arrays": arrays, "meta": meta}
 
 
 class _Run:
@@ -172,11 +172,14 @@ class _Run:
             self.trainer = Trainer(spec, compiled, data)
             if self.resume_state is not None:
                 self.trainer.load_state(self.resume_state["arrays"])
+                self.trainer.pending = list(self.resume_state["meta"].get("pending_losses", []))
         self.tracker = self._start()
         with tempfile.TemporaryDirectory(prefix="rnnflow-") as tmp:
             try:
                 if self.resume is None:
                     self._log_spec(self.tracker)
+                else:
+                    self.tracker.set_tags({"rnnflow.resumed_from": str(self.resume_state["meta"]["iteration"])})
                 result = self._body(compiled, data, Path(tmp))
             except BaseException as error:
                 self._fail(error)
@@ -188,6 +191,7 @@ class _Run:
 
     def _start(self):
         from rnnflow import __version__
+        from rnnflow.store import SPEC_DIR_TAG
         from rnnflow.tracking import Tracker
 
         spec = self.spec
@@ -201,7 +205,8 @@ class _Run:
             **self.tags,
         }
         if spec.document is not None and spec.document.path is not None:
-            tags["rnnflow.spec_file"] = str(spec.document.path)
+            tags["rnnflow.spec_file"] = str(spec.document.path.resolve())
+        tags[SPEC_DIR_TAG] = str(spec.base_dir)  # relative paths of a resumed run resolve the same way
         if self.overrides:
             tags["rnnflow.overrides"] = " ".join(self.overrides)
         return Tracker(spec.tracking.experiment, spec.tracking.run_name or spec.name, tags,
@@ -239,7 +244,7 @@ class _Run:
             if not self.quiet:
                 from rnnflow.progress import ProgressBar
 
-                callbacks.append(ProgressBar(spec.name))
+                callbacks.append(ProgressBar(spec.tracking.run_name or spec.name))
             self.trainer.callbacks = callbacks
             from rnnflow.train import Interrupted
 
@@ -257,7 +262,9 @@ class _Run:
             trained = result.iterations - (int(self.resume_state["meta"]["iteration"]) if self.resume_state else 0)
             metrics["train_seconds"] = seconds
             if trained and seconds > 0:
-                metrics["ms_per_iteration"] = 1000.0 * seconds / trained
+                # Steady state: the first call also traces and (with XLA) compiles, reported apart.
+                metrics["ms_per_iteration"] = result.ms_per_iteration(trained)
+                metrics["first_call_seconds"] = result.first_call_seconds
             curve = self._full_curve(result.curve)
             tracker.log_artifact(plots.loss_curve({"loss": curve}, tmp / "loss.png"))
             for which in ("train", "eval"):
@@ -295,7 +302,10 @@ class _Run:
         folder = tmp / CHECKPOINT_DIR
         folder.mkdir(exist_ok=True)
         np.savez(folder / "state.npz", **self.trainer.state())
-        (folder / "meta.json").write_text(json.dumps({"iteration": iteration, "spec_sha256": self.spec.sha256()}))
+        meta = {"iteration": iteration, "spec_sha256": self.spec.sha256(),
+                # Losses since the last logged point: the first point after a resume averages them too.
+                "pending_losses": self.trainer.pending}
+        (folder / "meta.json").write_text(json.dumps(meta))
         self.tracker.log_artifact(folder / "state.npz", CHECKPOINT_DIR)
         self.tracker.log_artifact(folder / "meta.json", CHECKPOINT_DIR)
 
@@ -303,11 +313,13 @@ class _Run:
         if self.tracker is None:
             return
         if isinstance(error, RunInterrupted):
-            self.tracker.set_tags({"rnnflow.stopped_at": str(error.iteration)})
-            self.tracker.end("KILLED", str(error))
+            # Stopped on request, not failed: no error is recorded, only where it stopped.
+            self.tracker.set_tags({"rnnflow.interrupted_at": str(error.iteration)})
+            self.tracker.end("KILLED")
             return
         if isinstance(error, KeyboardInterrupt):
-            self.tracker.end("KILLED", "interrupted (no checkpoint: stopped twice)")
+            self.tracker.set_tags({"rnnflow.interrupted_at": "no checkpoint (stopped at once, or outside training)"})
+            self.tracker.end("KILLED")
             return
         buffer = io.StringIO()
         if not isinstance(error, RnnflowError):

@@ -54,3 +54,35 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         probe = local if local.exists() else next((p for p in local.absolute().parents if p.exists()), Path("."))
         if not os.access(probe, os.W_OK):
             raise TrackingError(f"the tracking store {uri} is not writable ({probe})")
+
+
+SPEC_DIR_TAG = "rnnflow.spec_dir"
+
+
+def spec_of_run(run_id: str, client=None):
+    """The resolved spec a run was recorded with, its relative paths resolving as they did then.
+
+    Raises:
+        RnnflowError: when the run does not exist or has no resolved spec.
+    """
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from rnnflow.errors import RnnflowError
+    from rnnflow.spec import spec_from_text
+
+    client = client or MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        raise RnnflowError(f"no run {run_id} in {client.tracking_uri} ({error.message})") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            text = Path(client.download_artifacts(run_id, "spec/resolved.yaml", tmp)).read_text()
+        except (MlflowException, OSError) as error:
+            raise RnnflowError(f"run {run_id} has no spec/resolved.yaml artifact ({error})") from None
+    spec_dir = run.data.tags.get(SPEC_DIR_TAG)
+    return spec_from_text(text, source=f"run {run_id}: spec/resolved.yaml",
+                          base_dir=Path(spec_dir) if spec_dir else None)

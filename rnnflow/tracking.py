@@ -28,7 +28,9 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     if isinstance(data, dict):
         for key, value in data.items():
             out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(data, list) and data and all(isinstance(v, (dict, list)) for v in data):
+    elif isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        # Lists of sections (cells, wrappers, steps) get a param per key; arrays of numbers
+        # (inline data) stay one param.
         for i, value in enumerate(data):
             out.update(flatten(value, f"{prefix}.{i}"))
     else:

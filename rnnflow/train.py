@@ -129,12 +129,24 @@ class TrainResult:
         curve: (iteration, mean loss since the previous point) at each logged point.
         seconds: wall time of this training session.
         steps_per_execution: gradient steps per compiled call.
+        first_call_seconds: wall time of the first call, tracing and XLA compilation included.
+        first_call_steps: steps done in that call.
     """
 
     iterations: int
     curve: list[tuple[int, float]]
     seconds: float
     steps_per_execution: int
+    first_call_seconds: float = 0.0
+    first_call_steps: int = 0
+
+    def ms_per_iteration(self, trained: int) -> float:
+        """Wall time per step after the first call (which also traces and compiles), in ms; over
+        all steps when there was only one call."""
+        later = trained - self.first_call_steps
+        if later > 0:
+            return 1000.0 * (self.seconds - self.first_call_seconds) / later
+        return 1000.0 * self.seconds / max(trained, 1)
 
 
 class Interrupted(Exception):
@@ -182,6 +194,7 @@ class Trainer:
         self._l = tf.constant(split.lengths) if split.lengths is not None else None
         self._step_fn = self._make_step_fn()
         self._stop_requested = False
+        self.pending: list[float] = []  # losses since the last logged point
 
     # --- the compiled loop ---
 
@@ -244,8 +257,9 @@ class Trainer:
         seed = self.spec.seed
         n = len(self.data.train)
         curve: list[tuple[int, float]] = []
-        pending: list[float] = []
+        pending = self.pending
         started = time.perf_counter()
+        first_call: tuple[float, int] | None = None
         done = int(self.iteration.numpy())
         first = done
         while done < schedule.total:
@@ -254,6 +268,8 @@ class Trainer:
             stop = schedule.next_stop(done)
             indexes = batch_indices(seed, n, schedule.batch_size, done, stop - done, self.train_spec.shuffle)
             losses = self._step_fn(self._x, self._y, self._w, self._l, tf.constant(indexes)).numpy()
+            if first_call is None:  # tracing and compiling happen in the first call
+                first_call = (time.perf_counter() - started, stop - done)
             bad = np.flatnonzero(~np.isfinite(losses))
             valid = losses[: bad[0]] if bad.size else losses
             # The chunk returns every step's loss: log points fall where the spec says, not only
@@ -264,7 +280,7 @@ class Trainer:
                 if offset % schedule.log_every == 0 or offset == schedule.total:
                     logs["loss"] = float(np.mean(pending))
                     curve.append((offset, logs["loss"]))
-                    pending = []
+                    pending.clear()
                 if offset == stop and schedule.evaluates_at(offset):
                     logs.update({f"eval_{k}": v for k, v in self.evaluate("eval").items()})
                 if logs:
@@ -281,7 +297,7 @@ class Trainer:
         seconds = time.perf_counter() - started
         for cb in self.callbacks:
             cb.on_train_end({"iterations": done, "seconds": seconds, "trained": done - first})
-        return TrainResult(done, curve, seconds, schedule.steps_per_execution)
+        return TrainResult(done, curve, seconds, schedule.steps_per_execution, *(first_call or (0.0, 0)))
 
     def evaluate(self, which: str) -> dict[str, float]:
         """Loss and metrics on the `train` or `eval` split."""

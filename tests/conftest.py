@@ -127,10 +127,9 @@ def compile_spec(model: dict, data: dict, seed: int = 42):
     """A forward-only spec (`train: null`) built from dicts and compiled: (CompiledModel, DataBundle)."""
     import yaml
 
-    from rnnflow.spec import spec_from_text  # first: importing rnnflow.data before rnnflow.spec fails
-
-    from rnnflow.compile import build_model  # isort: skip
-    from rnnflow.data.base import LoadContext  # isort: skip
+    from rnnflow.compile import build_model
+    from rnnflow.data.base import LoadContext
+    from rnnflow.spec import spec_from_text
 
     spec = spec_from_text(yaml.safe_dump({"name": "numeric", "seed": seed, "data": data, "model": model,
                                           "train": None}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -82,12 +83,14 @@ def test_ctrl_c_checkpoints_and_resume_reaches_the_same_metrics(runner_api, clie
     assert info.value.iteration == 5
     run = client.get_run(run_id)
     assert run.info.status == "KILLED"
+    assert run.data.tags["rnnflow.interrupted_at"] == "5" and "rnnflow.error" not in run.data.tags
     assert {a.path for a in client.list_artifacts(run_id, "checkpoint")} == {"checkpoint/state.npz",
                                                                              "checkpoint/meta.json"}
     result = CliRunner().invoke(main, ["run", "--resume", run_id, "-q"])
     assert result.exit_code == 0, result.output
     resumed = client.get_run(run_id)
     assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags["rnnflow.resumed_from"] == "5" and "rnnflow.error" not in resumed.data.tags
     final = {k: v for k, v in resumed.data.metrics.items() if k.startswith(("train_", "eval_"))
              and k != "train_seconds"}
     expected = {k: reference.metrics[k] for k in final}
@@ -119,7 +122,7 @@ def test_resume_of_unknown_run_is_a_clear_error(mlflow_store):
 # --- data files ---
 
 
-def mnist_spec(tmp_path: Path, data_path: str) -> Path:
+def mnist_spec(tmp_path: Path) -> Path:
     spec = tmp_path / "specs" / "m.yaml"
     spec.parent.mkdir(exist_ok=True)
     spec.write_text(MNIST.read_text())
@@ -144,7 +147,7 @@ def mnist_spec(tmp_path: Path, data_path: str) -> Path:
 def test_bad_data_file_names_the_file_and_what_was_expected(tmp_path, mlflow_store, client, make, expected):
     data = tmp_path / "digits.npz"
     make(data)
-    spec = mnist_spec(tmp_path, str(data))
+    spec = mnist_spec(tmp_path)
     before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
     result = CliRunner().invoke(main, ["run", str(spec), "--set", f"data.path={data}", "--set", "train.epochs=1"])
     assert result.exit_code == 1
@@ -230,19 +233,32 @@ def test_predict_prints_only_its_own_error(tmp_path):
         "Run with id=0123456789abcdef0123456789abcdef not found"], out.stderr
 
 
-def test_a_failure_while_logging_the_spec_ends_the_run_failed(runner_api, client):
-    """MLflow refuses the param 'tracking.tags.x!' after the run has started: the run must end
-    FAILED, not stay RUNNING (MLflow's exit handler would later mark it FINISHED)."""
+def test_a_failure_while_logging_the_spec_ends_the_run_failed(runner_api, client, monkeypatch):
+    """The store refuses the params after the run has started: the run must end FAILED, not stay
+    RUNNING (MLflow's exit handler would later mark it FINISHED)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from rnnflow.tracking import Tracker
+
+    def refuse(self, params):
+        raise MlflowException("the store refused a param")
+
+    monkeypatch.setattr(Tracker, "log_params", refuse)
     spec = ROOT / "specs" / "basic_rnn.yaml"
     with pytest.raises(MlflowException) as info:
-        runner_api(spec, ['tracking.tags={"x!": "1"}', "tracking.experiment=faults-params"])
+        runner_api(spec, ["tracking.experiment=faults-params"])
     assert mlflow.active_run() is None
     run = client.get_run(info.value.rnnflow_run_id)
     assert run.info.status == "FAILED"
-    assert "tracking.tags.x!" in run.data.tags["rnnflow.error"]
+    assert "the store refused a param" in run.data.tags["rnnflow.error"]
+
+
+def test_tag_names_mlflow_refuses_are_spec_errors():
+    from rnnflow.spec import spec_from_text
+
+    with pytest.raises(SpecError, match=r"tracking.tags.x!: a tag name holds letters"):
+        spec_from_text((ROOT / "specs" / "basic_rnn.yaml").read_text(), overrides=['tracking.tags={"x!": "1"}'])
 
 
 def test_no_run_is_left_running(client):
@@ -255,3 +271,30 @@ def test_no_run_is_left_running(client):
 def test_rnnflow_errors_have_exit_codes():
     assert SpecError([]).exit_code == 2 and RnnflowError("x").exit_code == 1
 
+
+
+def test_empty_override_value_is_refused(tmp_path):
+    result = CliRunner().invoke(main, ["validate", str(GRU), "--set", "train="])
+    assert result.exit_code == 2
+    assert "--set train= train: no value after '='; write null to clear a key" in result.output
+    assert CliRunner().invoke(main, ["validate", str(GRU), "--set", "train=null"]).exit_code == 0
+
+
+def test_a_recorded_run_resolves_relative_paths_from_its_spec_file(tmp_path, mlflow_store, monkeypatch):
+    """predict (and resume) rebuild the spec from the run: data.path stays relative to the spec file."""
+    spec_dir = tmp_path / "experiment"
+    spec_dir.mkdir()
+    write_tiny_mnist(spec_dir / "digits.npz")
+    spec = spec_dir / "m.yaml"
+    spec.write_text(MNIST.read_text().replace("  type: mnist\n", "  type: mnist\n  path: digits.npz\n"))
+    overrides = ["train.epochs=1", "data.train_limit=60", "data.eval_limit=20", "model.cells[0].units=4",
+                 "tracking.experiment=faults"]
+    result = CliRunner().invoke(main, ["run", str(spec), "-q", *[f"--set={o}" for o in overrides]])
+    assert result.exit_code == 0, result.output
+    run_id = result.output.split("run id: ")[1].split()[0]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    predicted = CliRunner().invoke(main, ["predict", "--run", run_id])
+    assert predicted.exit_code == 0, predicted.output
+    assert len(json.loads(predicted.output)) == 20

@@ -134,3 +134,17 @@ def test_model_summary_keeps_the_param_column(monkeypatch):
     assert "Param #" in text
     gru_row = next(line for line in text.splitlines() if "gru_0 (GRU)" in line)
     assert gru_row.rstrip("│ ").endswith(f"{model.get_layer('gru_0').count_params():,}")
+
+
+def test_params_and_timing_metrics(run_spec, client):
+    from rnnflow.tracking import flatten
+
+    flat = flatten({"data": {"inputs": [[[0, 1], [2, 3]]]}, "model": {"cells": [{"type": "rnn", "units": 3}]}})
+    assert flat == {"data.inputs": "[[[0, 1], [2, 3]]]", "model.cells.0.type": "rnn", "model.cells.0.units": "3"}
+    path = next(p for p in SPECS if p.stem == "gru_forecast")
+    result = run_spec(path, ["train.iterations=20", "train.steps_per_execution=5"])
+    metrics = client.get_run(result.run_id).data.metrics
+    # Steady-state time per step leaves out the first call, which traces and compiles.
+    assert metrics["first_call_seconds"] > 0 and metrics["train_seconds"] > metrics["first_call_seconds"]
+    assert metrics["ms_per_iteration"] == pytest.approx(
+        1000 * (metrics["train_seconds"] - metrics["first_call_seconds"]) / 15, rel=1e-6)

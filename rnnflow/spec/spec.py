@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from rnnflow.spec.validate import validate
 from rnnflow.spec.yamlio import Document, apply_override, load_yaml, parse_yaml
 from rnnflow.steps import AnyStepSpec, PredictionsStep
 
+_TAG_KEY = re.compile(r"^[\w\-. /]{1,250}$")
 NAME_PATTERN = pattern(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
     "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 100 characters",
@@ -109,6 +111,15 @@ class TrackingSpec(Section):
     experiment: str = Field("rnnflow", min_length=1, max_length=200, description="MLflow experiment name.")
     run_name: str | None = Field(None, max_length=200, description="MLflow run name (default: the spec name).")
     tags: dict[str, str] = Field(default_factory=dict, description="Extra tags for the run.")
+
+    @pydantic.field_validator("tags")
+    @classmethod
+    def _tag_keys(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key in tags:
+            if not _TAG_KEY.match(key):
+                raise at(key, "a tag name holds letters, digits, '_', '-', '.', ' ' and '/' "
+                         "(at most 250 characters), as MLflow requires")
+        return tags
     tracking_uri: str | None = Field(
         None, description="Tracking store; default: MLflow's own ($MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
     )
@@ -130,6 +141,7 @@ class Spec(Section):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking.")
 
     _document: Document | None = pydantic.PrivateAttr(None)
+    _base_dir: Path | None = pydantic.PrivateAttr(None)
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> Spec:
@@ -169,6 +181,8 @@ class Spec(Section):
     @property
     def base_dir(self) -> Path:
         """The directory relative paths in the spec resolve against: the spec file's own."""
+        if self._base_dir is not None:
+            return self._base_dir
         if self._document is not None and self._document.path is not None:
             return self._document.path.resolve().parent
         return Path.cwd()
@@ -238,9 +252,19 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     return spec_from_document(load_yaml(path), overrides)
 
 
-def spec_from_text(text: str, source: str = "<spec>", overrides: list[str] | tuple[str, ...] = ()) -> Spec:
-    """Load a spec from YAML text (see `load_spec`)."""
-    return spec_from_document(parse_yaml(text, source), overrides)
+def spec_from_text(text: str, source: str = "<spec>", overrides: list[str] | tuple[str, ...] = (),
+                   base_dir: Path | None = None) -> Spec:
+    """Load a spec from YAML text (see `load_spec`).
+
+    Args:
+        text: the YAML.
+        source: the name errors use for it.
+        overrides: `key.path=value` assignments.
+        base_dir: where relative paths in the spec resolve (default: the working directory).
+    """
+    spec = spec_from_document(parse_yaml(text, source), overrides)
+    spec._base_dir = base_dir
+    return spec
 
 
 def spec_schema() -> dict[str, Any]:

@@ -120,11 +120,17 @@ class Document:
 
 
 def format_path(key_path: KeyPath) -> str:
-    """Render ('model', 'cells', 1, 'units') as `model.cells[1].units`."""
+    """Render ('model', 'cells', 1, 'units') as `model.cells[1].units`.
+
+    A key that would read ambiguously (one holding '.', brackets or spaces, or an empty one, like
+    a pipeline's `model.cells[0].units` override key) is quoted: `runs[0].set['model.cells[0].units']`.
+    """
     out = ""
     for part in key_path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not part or any(c in part for c in ".[] "):
+            out += f"[{part!r}]"
         else:
             out += f".{part}" if out else str(part)
     return out
@@ -444,6 +450,9 @@ def apply_override(doc: Document, assignment: str) -> None:
         key_path = parse_path(key_text.strip())
     except ValueError as error:
         raise fail("", str(error)) from None
+    if not value_text.strip():
+        # YAML reads nothing as null: `--set train=` would quietly switch training off.
+        raise fail(key_text.strip(), "no value after '='; write null to clear a key")
     try:
         value_doc = parse_yaml(value_text, source)
     except SpecError as error:
