@@ -238,6 +238,61 @@ def test_text_mutations_raise_only_spec_errors(text):
     _accepts_or_spec_error(text)
 
 
+def _parsed_by(loader_class, text: str):
+    from rnnflow.spec import yamlio
+
+    try:
+        doc = yamlio._parse(loader_class, text, "x.yaml", None)
+    except SpecError:
+        return "error"
+    return doc.data, doc.values, doc.keys
+
+
+def _assert_loaders_agree(text: str) -> None:
+    """Whatever the pure-Python loader accepts, the fast path (libyaml's parser) reads identically:
+    the same data and the same position of every key and value.
+
+    libyaml accepts a few syntax corners that PyYAML refuses (`- >#x`, for one); that text then
+    loads, the same on every machine whose PyYAML has libyaml (all the common wheels do).
+    """
+    from rnnflow.spec import yamlio
+
+    if not yamlio._fast_path_allowed(text):
+        return
+    pure = _parsed_by(yamlio._Loader, text)
+    if pure != "error":
+        assert _parsed_by(yamlio._FastLoader, text) == pure
+
+
+REPO = Path(__file__).resolve().parents[1]
+YAML_FILES = sorted(p for d in ("specs", "pipelines", "tests/bad_specs") for p in (REPO / d).rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_fast_and_pure_python_yaml_agree_on_every_file(path):
+    from rnnflow.spec import yamlio
+
+    if yamlio._FastLoader is None:
+        pytest.skip("PyYAML was built without libyaml: there is only one loader")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return
+    _assert_loaders_agree(text)
+    if path.parent.name in ("specs", "pipelines"):
+        assert _parsed_by(yamlio._FastLoader, text) != "error"  # the fast path is really taken
+
+
+@FUZZ
+@given(mutated_texts())
+def test_fast_and_pure_python_yaml_agree_on_mutated_texts(text):
+    from rnnflow.spec import yamlio
+
+    if yamlio._FastLoader is None:
+        return
+    _assert_loaders_agree(text)
+
+
 @pytest.fixture(scope="module")
 def fuzz_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz")

