@@ -5,7 +5,6 @@ files into a folder that the run then logs. Heavy imports happen inside `run`, s
 spec never imports TensorFlow or matplotlib.
 """
 
-from __future__ import annotations
 
 import csv
 import dataclasses
@@ -43,8 +42,8 @@ class StepContext:
         metrics: metrics measured so far; a step may add its own.
     """
 
-    compiled: CompiledModel
-    data: DataBundle
+    compiled: "CompiledModel"
+    data: "DataBundle"
     out_dir: Path
     seed: int
     predict: Any
@@ -118,7 +117,7 @@ class PredictionsStep(StepSpec):
         return files
 
 
-def _regression_rows(split: Split, pred, n: int):
+def _regression_rows(split: "Split", pred, n: int):
     import numpy as np
 
     y = split.y[:n]
@@ -139,7 +138,7 @@ def _columns(prefix: str, size: int) -> list[str]:
     return [prefix] if size == 1 else [f"{prefix}_{j}" for j in range(size)]
 
 
-def _classes(split: Split, logits):
+def _classes(split: "Split", logits):
     """Flattened true labels, predicted classes and weights of a classification split."""
     import numpy as np
 
@@ -149,7 +148,7 @@ def _classes(split: Split, logits):
     return labels, predicted, weights
 
 
-def _classification_rows(split: Split, logits, n: int):
+def _classification_rows(split: "Split", logits, n: int):
     import numpy as np
 
     shifted = logits[:n] - logits[:n].max(axis=-1, keepdims=True)
@@ -184,7 +183,7 @@ class GenerateStep(StepSpec):
     plot: bool = Field(True, description="Also plot the sequence.")
 
     @pydantic.model_validator(mode="after")
-    def _check_seed(self) -> GenerateStep:
+    def _check_seed(self) -> "GenerateStep":
         if self.seed == "values" and not self.values:
             raise at("values", "give the seed values (seed: values)")
         if self.seed != "values" and self.values is not None:

@@ -1,6 +1,5 @@
 """What every data source produces, and the base class of source specs."""
 
-from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
@@ -26,11 +25,11 @@ class Split:
         time: the x-axis value of each target step (N, T), for plots; else None.
     """
 
-    x: np.ndarray
-    y: np.ndarray | None = None
-    lengths: np.ndarray | None = None
-    weights: np.ndarray | None = None
-    time: np.ndarray | None = None
+    x: "np.ndarray"
+    y: "np.ndarray | None" = None
+    lengths: "np.ndarray | None" = None
+    weights: "np.ndarray | None" = None
+    time: "np.ndarray | None" = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])

@@ -1,6 +1,5 @@
 """Small arrays written in the spec itself, e.g. the two-step batch of a hand-built RNN."""
 
-from __future__ import annotations
 
 import math
 from typing import Literal
@@ -70,7 +69,7 @@ class InlineSource(SourceSpec):
     classes: int | None = Field(None, gt=1, le=100_000, description="Number of classes (classification).")
 
     @pydantic.model_validator(mode="after")
-    def _check_shapes(self) -> InlineSource:
+    def _check_shapes(self) -> "InlineSource":
         shape = nested_shape(self.inputs, "inputs")
         if len(shape) != 3:
             raise at("inputs", f"must be 3-dimensional, got {len(shape)} dimension(s)")

@@ -1,6 +1,5 @@
 """MNIST digits read row by row: 28 rows of 28 pixels become 28 time steps of 28 inputs."""
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

@@ -5,7 +5,6 @@ outputs there are zero and the final state is the last valid step's. Targets may
 end-of-sequence (EOS) token; positions after it carry no loss.
 """
 
-from __future__ import annotations
 
 from typing import Literal
 
@@ -37,7 +36,7 @@ class GeneratedSequences(Section):
     vocab_size: int = Field(8, gt=1, le=10_000, description="Symbols (eos_copy).")
 
     @pydantic.model_validator(mode="after")
-    def _check_lengths(self) -> GeneratedSequences:
+    def _check_lengths(self) -> "GeneratedSequences":
         if self.min_length > self.max_length:
             raise at("min_length", f"must not exceed max_length ({self.max_length})")
         return self
@@ -54,7 +53,7 @@ class PaddedSource(SourceSpec):
     generate: GeneratedSequences | None = Field(None, description="Generate sequences instead.")
 
     @pydantic.model_validator(mode="after")
-    def _exactly_one(self) -> PaddedSource:
+    def _exactly_one(self) -> "PaddedSource":
         given = [k for k in ("sequences", "inputs", "generate") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of sequences, inputs (with lengths) or generate"

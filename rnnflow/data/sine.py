@@ -1,6 +1,5 @@
 """A sine-style time series; the model learns to predict the next point at every step."""
 
-from __future__ import annotations
 
 from typing import Literal
 
@@ -58,7 +57,7 @@ class SineSource(SourceSpec):
     eval_shift: int = Field(1, ge=0, le=1_000_000, description="Fixed sampling: points the eval window is shifted.")
 
     @pydantic.model_validator(mode="after")
-    def _check_range(self) -> SineSource:
+    def _check_range(self) -> "SineSource":
         if self.stop <= self.start:
             raise at("stop", f"must be greater than start ({self.start})")
         if self.sampling == "fixed":

@@ -4,7 +4,6 @@ Each cell and wrapper type is a pydantic class registered under its YAML `type:`
 how to make their Keras layer (Keras is imported only when a model is built, never to validate).
 """
 
-from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any, Literal
@@ -42,7 +41,7 @@ class DropoutWrapperSpec(Section):
     seed: int | None = Field(None, ge=0, description="Seed of the masks; default: derived from the spec seed.")
 
     @pydantic.model_validator(mode="after")
-    def _one_form_each(self) -> DropoutWrapperSpec:
+    def _one_form_each(self) -> "DropoutWrapperSpec":
         for prefix, keep_key, rate_key in (
             ("input", "keep_prob", "rate"),
             ("state", "state_keep_prob", "state_rate"),
@@ -127,7 +126,7 @@ class CellSpec(Section):
     wrappers: list[WrapperSpec] = Field(default_factory=list, description="Dropout/device wrappers.")
 
     @pydantic.model_validator(mode="after")
-    def _check_wrappers(self) -> CellSpec:
+    def _check_wrappers(self) -> "CellSpec":
         seen: set[str] = set()
         for i, wrapper in enumerate(self.wrappers):
             if wrapper.type in seen:
@@ -148,7 +147,7 @@ class CellSpec(Section):
 
     # --- building (Keras imported lazily) ---
 
-    def keras_cell(self, name: str) -> keras.layers.Layer:
+    def keras_cell(self, name: str) -> "keras.layers.Layer":
         """A Keras RNN cell for one layer of this stack."""
         raise NotImplementedError
 
@@ -157,7 +156,7 @@ class CellSpec(Section):
         """Whether Keras has its own layer for this cell (see `dedicated_layer`)."""
         return False
 
-    def dedicated_layer(self, name: str, **rnn_args: Any) -> keras.layers.Layer:
+    def dedicated_layer(self, name: str, **rnn_args: Any) -> "keras.layers.Layer":
         """Keras' own layer for this cell (SimpleRNN, LSTM, GRU).
 
         The compiler prefers it to `RNN(keras_cell())` when no cell wrapper is needed, because
@@ -208,7 +207,7 @@ class RNNCellSpec(CellSpec):
 
     type: Literal["rnn"] = "rnn"
 
-    def keras_cell(self, name: str) -> keras.layers.Layer:
+    def keras_cell(self, name: str) -> "keras.layers.Layer":
         import keras
 
         return keras.layers.SimpleRNNCell(name=name, **self._common())
@@ -217,7 +216,7 @@ class RNNCellSpec(CellSpec):
     def has_dedicated_layer(self) -> bool:
         return True
 
-    def dedicated_layer(self, name: str, **rnn_args: Any) -> keras.layers.Layer:
+    def dedicated_layer(self, name: str, **rnn_args: Any) -> "keras.layers.Layer":
         import keras
 
         return keras.layers.SimpleRNN(name=name, **self._common(), **rnn_args)
@@ -236,7 +235,7 @@ class LSTMCellSpec(GatedCellSpec):
         False, description="Initialize the forget-gate bias to 1 (Keras' way); keeps cuDNN eligible."
     )
 
-    def keras_cell(self, name: str) -> keras.layers.Layer:
+    def keras_cell(self, name: str) -> "keras.layers.Layer":
         from rnnflow.cells import ForgetBiasLSTMCell
 
         return ForgetBiasLSTMCell(
@@ -247,7 +246,7 @@ class LSTMCellSpec(GatedCellSpec):
     def has_dedicated_layer(self) -> bool:
         return self.forget_bias == 0
 
-    def dedicated_layer(self, name: str, **rnn_args: Any) -> keras.layers.Layer:
+    def dedicated_layer(self, name: str, **rnn_args: Any) -> "keras.layers.Layer":
         import keras
 
         return keras.layers.LSTM(
@@ -274,7 +273,7 @@ class PeepholeLSTMCellSpec(GatedCellSpec):
     type: Literal["peephole_lstm"] = "peephole_lstm"
     forget_bias: float = Field(1.0, ge=-100, le=100, description="Added to the forget gate (TF1: 1.0).")
 
-    def keras_cell(self, name: str) -> keras.layers.Layer:
+    def keras_cell(self, name: str) -> "keras.layers.Layer":
         from rnnflow.cells import PeepholeLSTMCell
 
         return PeepholeLSTMCell(name=name, forget_bias=self.forget_bias, **self._common())
@@ -287,7 +286,7 @@ class GRUCellSpec(GatedCellSpec):
     type: Literal["gru"] = "gru"
     reset_after: bool = Field(True, description="Reset gate after the recurrent matmul (Keras/cuDNN).")
 
-    def keras_cell(self, name: str) -> keras.layers.Layer:
+    def keras_cell(self, name: str) -> "keras.layers.Layer":
         import keras
 
         return keras.layers.GRUCell(name=name, reset_after=self.reset_after, **self._common())
@@ -296,7 +295,7 @@ class GRUCellSpec(GatedCellSpec):
     def has_dedicated_layer(self) -> bool:
         return True
 
-    def dedicated_layer(self, name: str, **rnn_args: Any) -> keras.layers.Layer:
+    def dedicated_layer(self, name: str, **rnn_args: Any) -> "keras.layers.Layer":
         import keras
 
         return keras.layers.GRU(name=name, reset_after=self.reset_after, **self._common(), **rnn_args)
@@ -314,7 +313,7 @@ class CIFGLSTMCellSpec(GatedCellSpec):
 
     type: Literal["cifg_lstm"] = "cifg_lstm"
 
-    def keras_cell(self, name: str) -> keras.layers.Layer:
+    def keras_cell(self, name: str) -> "keras.layers.Layer":
         from rnnflow.cells import CIFGLSTMCell
 
         return CIFGLSTMCell(name=name, **self._common())

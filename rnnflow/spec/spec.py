@@ -1,6 +1,5 @@
 """The whole spec: name, data, model, train, evaluate, tracking; and loading it from YAML."""
 
-from __future__ import annotations
 
 import hashlib
 import json
@@ -71,7 +70,7 @@ class TrainSpec(Section):
     )
 
     @pydantic.model_validator(mode="after")
-    def _schedule(self) -> TrainSpec:
+    def _schedule(self) -> "TrainSpec":
         if self.iterations is not None and self.epochs is not None:
             raise at("epochs", "give iterations or epochs, not both")
         return self
@@ -96,7 +95,7 @@ class EvaluateSpec(Section):
     )
 
     @pydantic.model_validator(mode="after")
-    def _unique_names(self) -> EvaluateSpec:
+    def _unique_names(self) -> "EvaluateSpec":
         seen: dict[str, int] = {}
         for i, step in enumerate(self.steps):
             if step.stem in seen:
@@ -144,7 +143,7 @@ class Spec(Section):
     _base_dir: Path | None = pydantic.PrivateAttr(None)
 
     @pydantic.model_validator(mode="after")
-    def _consistent(self) -> Spec:
+    def _consistent(self) -> "Spec":
         task = self.data.task
         sequence_targets = self.data.sequence_targets
         if self.train is not None:
