@@ -93,6 +93,17 @@ class Recorder(keras.callbacks.Callback):
         """(iteration, logged loss) at every logged point."""
         return [(at, float(logs["loss"])) for at, _, logs in self.points if "loss" in logs]
 
+    def epoch_rows(self) -> list[dict]:
+        """One row per epoch end: its seconds, the elapsed time, test accuracy and loss, and the
+        logged training loss."""
+        rows, previous = [], 0.0
+        for epoch, elapsed, logs in self.epochs:
+            rows.append({"epoch": epoch, "seconds": elapsed - previous, "elapsed": elapsed,
+                         "test_accuracy": logs.get("eval_accuracy"), "test_loss": logs.get("eval_loss"),
+                         "train_loss": logs.get("loss")})
+            previous = elapsed
+        return rows
+
 
 def seed_keras(seed: int) -> None:
     """Seed as rnnflow does (`rnnflow.train.seed_everything`): same initial weights for a seed."""

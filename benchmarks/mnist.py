@@ -61,13 +61,7 @@ def rnnflow_timed(seed: int, epochs: int, jit: bool, unroll: bool, limits: list[
     recorder = Recorder()
     with temporary_mlflow_store():
         result = run(SPEC, overrides, callbacks=[recorder])
-    rows, previous = [], 0.0
-    for epoch, elapsed, logs in recorder.epochs:
-        rows.append({"epoch": epoch, "seconds": elapsed - previous, "elapsed": elapsed,
-                     "test_accuracy": logs.get("eval_accuracy"), "test_loss": logs.get("eval_loss"),
-                     "train_loss": logs.get("loss")})
-        previous = elapsed
-    return {"overrides": overrides, "epochs": rows, "train_seconds": recorder.seconds,
+    return {"overrides": overrides, "epochs": recorder.epoch_rows(), "train_seconds": recorder.seconds,
             "cpu_seconds": recorder.cpu_seconds, "rnnflow_metrics": result.metrics, "curve": recorder.losses()}
 
 

@@ -58,16 +58,6 @@ def train(overrides: list[str], tracking_uri: str | None):
     return result, recorder
 
 
-def epochs_table(recorder) -> list[dict]:
-    rows, previous = [], 0.0
-    for epoch, elapsed, logs in recorder.epochs:
-        rows.append({"epoch": epoch, "seconds": elapsed - previous, "elapsed": elapsed,
-                     "test_accuracy": logs.get("eval_accuracy"), "test_loss": logs.get("eval_loss"),
-                     "train_loss": logs.get("loss")})
-        previous = elapsed
-    return rows
-
-
 def summarize(rows: list[dict]) -> dict:
     import statistics
 
@@ -163,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     result, recorder = train(overrides, args.tracking_uri)
     process_minutes = (time.perf_counter() - start) / 60
-    rows = epochs_table(recorder)
+    rows = recorder.epoch_rows()
     from _common import versions
 
     results = {
