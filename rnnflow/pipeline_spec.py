@@ -16,7 +16,6 @@ Every resolved spec is validated before anything trains; an error in an override
 line of the pipeline file that wrote it. Nothing here imports TensorFlow.
 """
 
-
 import copy
 import dataclasses
 import functools

@@ -5,7 +5,6 @@ files into a folder that the run then logs. Heavy imports happen inside `run`, s
 spec never imports TensorFlow or matplotlib.
 """
 
-
 import csv
 import dataclasses
 import json

@@ -1,6 +1,5 @@
 """What every data source produces, and the base class of source specs."""
 
-
 import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal

@@ -1,6 +1,5 @@
 """Small arrays written in the spec itself, e.g. the two-step batch of a hand-built RNN."""
 
-
 import math
 from typing import Literal
 

@@ -1,6 +1,5 @@
 """MNIST digits read row by row: 28 rows of 28 pixels become 28 time steps of 28 inputs."""
 
-
 import os
 from pathlib import Path
 from typing import Literal

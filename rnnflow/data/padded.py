@@ -5,7 +5,6 @@ outputs there are zero and the final state is the last valid step's. Targets may
 end-of-sequence (EOS) token; positions after it carry no loss.
 """
 
-
 from typing import Literal
 
 import pydantic

@@ -1,6 +1,5 @@
 """A sine-style time series; the model learns to predict the next point at every step."""
 
-
 from typing import Literal
 
 import pydantic

@@ -1,6 +1,5 @@
 """The base of every spec section, and the small vocabularies sections share."""
 
-
 from typing import Literal
 
 import pydantic

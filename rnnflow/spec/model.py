@@ -4,7 +4,6 @@ Each cell and wrapper type is a pydantic class registered under its YAML `type:`
 how to make their Keras layer (Keras is imported only when a model is built, never to validate).
 """
 
-
 import re
 from typing import TYPE_CHECKING, Any, Literal
 

@@ -1,6 +1,5 @@
 """The whole spec: name, data, model, train, evaluate, tracking; and loading it from YAML."""
 
-
 import hashlib
 import json
 import re

@@ -223,7 +223,7 @@ def _syntax_message(error: yaml.MarkedYAMLError) -> str:
 class _Builder:
     """Turns a composed node tree into plain data, recording positions and refusing unsafe tags."""
 
-    def __init__(self, source: str, loader: _Loader):
+    def __init__(self, source: str, loader: yaml.constructor.SafeConstructor):
         self.source = source
         self.loader = loader
         self.values: dict[KeyPath, Position] = {}
@@ -405,7 +405,7 @@ def _parse_fast(text: str, source: str, path: Path | None) -> Document | None:
     again with the pure-Python loader, for its exact error messages)."""
     try:
         return _parse(_FastLoader, text, source, path)
-    except (SpecError, yaml.YAMLError, _TooDeep, RecursionError, ValueError):
+    except SpecError:  # `_parse` turns every parse problem into one
         return None
 
 
