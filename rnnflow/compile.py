@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 
 import rnnflow.cells  # noqa: E402,F401  (registers the custom cells for loading)
 from rnnflow.errors import RnnflowError, SpecError, SpecIssue  # noqa: E402
+from rnnflow.scan import ScanRNN  # noqa: E402  (also registers it for loading)
 from rnnflow.wrappers import (  # noqa: E402
     DeviceWrapper,
     DropoutWrapper,
@@ -40,8 +41,9 @@ class LayerPlan:
     name: str
     cell: CellSpec
     device: str | None
-    kernel: str  # "fused" (Keras' own layer) or "cell loop" (generic RNN around a cell)
+    kernel: str  # "fused" (Keras' own layer), "cell loop" (Keras' RNN around a cell) or "scan"
     cudnn_blockers: list[str]
+    scan_blockers: list[str] = dataclasses.field(default_factory=list)  # why not "scan" (model.loop: scan)
 
 
 def available_devices() -> set[str]:
@@ -88,10 +90,12 @@ def plan_layers(spec: Spec, devices: set[str] | None = None) -> list[LayerPlan]:
             is_top = index == total - 1
             per_step = is_top and spec.model.projection is not None and spec.model.projection.mode == "per_step"
             needs_loop = cell.wrapper("dropout") is not None or per_step
-            fused = not needs_loop and cell.has_dedicated_layer
-            plans.append(
-                LayerPlan(name, cell, device, "fused" if fused else "cell loop", cell.cudnn_blockers(spec.model.unroll))
-            )
+            scan_blockers = cell.scan_blockers(per_step) if spec.model.loop == "scan" else []
+            if spec.model.loop == "scan" and not scan_blockers:
+                kernel = "scan"
+            else:
+                kernel = "fused" if not needs_loop and cell.has_dedicated_layer else "cell loop"
+            plans.append(LayerPlan(name, cell, device, kernel, cell.cudnn_blockers(spec.model.unroll), scan_blockers))
             index += 1
     if missing:
         where = "; ".join(f"{d} (layers {', '.join(n)})" for d, n in missing.items())
@@ -124,6 +128,8 @@ def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_
     inner_name = f"{plan.name}_rnn" if plan.device else plan.name
     if plan.kernel == "fused":
         layer = cell_spec.dedicated_layer(inner_name, **rnn_args)
+    elif plan.kernel == "scan":
+        layer = ScanRNN(cell_spec.keras_cell(f"{plan.name}_cell"), name=inner_name, **rnn_args)
     else:
         cell = cell_spec.keras_cell(f"{plan.name}_cell")
         dropout = cell_spec.wrapper("dropout")

@@ -21,6 +21,7 @@ def load_run_model(run_id: str):
     """
     # rnnflow's modules first: they import TensorFlow quietly, and mlflow.keras would import it loudly.
     import rnnflow.cells  # noqa: F401  (custom objects must be registered before loading)
+    import rnnflow.scan  # noqa: F401  # isort: skip
     import rnnflow.wrappers  # noqa: F401  # isort: skip
 
     import mlflow.keras  # isort: skip

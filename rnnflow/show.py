@@ -21,6 +21,10 @@ def describe(spec: Spec) -> str:
         where = plan.device or "default device"
         lines.append(f"{plan.name}: {plan.cell.type}, {plan.cell.units} units, {plan.cell.activation}, "
                      f"{plan.kernel}, {where}")
+        if plan.kernel == "scan":
+            lines.append("  loop: scan (rnnflow's loop, hand-written backward pass; model.loop: scan)")
+        elif plan.scan_blockers:
+            lines.append("  loop: Keras' (model.loop is scan, but " + "; ".join(plan.scan_blockers) + ")")
         if plan.cudnn_blockers:
             lines.append("  cuDNN on a GPU: no - " + "; ".join(plan.cudnn_blockers))
         else:
@@ -37,12 +41,18 @@ def execution_notes(spec: Spec, train_size: int) -> list[str]:
 
     train = spec.train
     schedule = plan(spec, train_size)
+    if spec.model.unroll:
+        loop = "static (unrolled) time steps"
+    elif spec.model.loop == "scan":
+        loop = "dynamic, rnnflow's scan loop where a layer allows it (model.loop: scan)"
+    else:
+        loop = "dynamic, Keras' loop (model.loop: keras)"
     notes = [
         f"{schedule.total} iterations of batch {schedule.batch_size} ({schedule.steps_per_epoch} per pass over "
         f"{train_size} training sequences); loss logged every {schedule.log_every} iterations",
         f"{schedule.steps_per_execution} gradient steps per call of one compiled function "
         "(train.steps_per_execution), so Python runs once per chunk, not once per step",
-        "loop: " + ("static (unrolled) time steps" if spec.model.unroll else "dynamic loop over time steps"),
+        "loop: " + loop,
         "XLA: " + ("on (train.jit_compile: true)" if train.jit_compile else "off (train.jit_compile: false)"),
         "precision: " + (spec.model.precision if spec.model.precision != "float32" else "float32 (model.precision)"),
     ]

@@ -163,6 +163,15 @@ class CellSpec(Section):
         """
         raise NotImplementedError(f"Keras has no dedicated layer for '{self.type}' cells")
 
+    def scan_blockers(self, per_step_projection: bool) -> list[str]:
+        """Why a layer of this cell could not run rnnflow's scan loop (empty when it could)."""
+        reasons = []
+        if self.wrapper("dropout") is not None:
+            reasons.append("the dropout wrapper needs Keras' cell loop")
+        if per_step_projection:
+            reasons.append("the per_step projection needs Keras' cell loop")
+        return reasons
+
     def cudnn_blockers(self, unroll: bool) -> list[str]:
         """Why this cell could not use the cuDNN kernel on a GPU (empty when it could)."""
         return [f"there is no cuDNN kernel for '{self.type}' cells"]
@@ -299,6 +308,12 @@ class GRUCellSpec(GatedCellSpec):
 
         return keras.layers.GRU(name=name, reset_after=self.reset_after, **self._common(), **rnn_args)
 
+    def scan_blockers(self, per_step_projection: bool) -> list[str]:
+        reasons = super().scan_blockers(per_step_projection)
+        if not self.reset_after:
+            reasons.append("reset_after: false puts a second matmul after the reset gate")
+        return reasons
+
     def cudnn_blockers(self, unroll: bool) -> list[str]:
         reasons = self._gated_blockers(unroll)
         if not self.reset_after:
@@ -343,6 +358,14 @@ class ModelSpec(Section):
 
     cells: list[AnyCellSpec] = Field(..., min_length=1, description="The cell stack, bottom first.")
     unroll: bool = Field(False, description="Static unrolling (TF1 static_rnn) instead of a dynamic loop.")
+    loop: Literal["keras", "scan"] = Field(
+        "keras",
+        description="The dynamic time loop: Keras' (automatic differentiation inside the loop) or "
+        "scan (rnnflow's loop with a hand-written backward pass, the weight gradients one matrix "
+        "product after it: same math, float rounding differs; faster where per-step overhead "
+        "dominates, e.g. long sequences in small batches). Layers scan cannot run use Keras' loop "
+        "(rnnflow show says why).",
+    )
     output: Literal["sequence", "last"] = Field(
         "sequence", description="Predict at every step (sequence) or from the final output (last)."
     )
@@ -354,6 +377,12 @@ class ModelSpec(Section):
         description="Compute in half precision with float32 variables (mixed_*; faster on GPUs, "
         "changes numerics; float16 trains with loss scaling). Outputs stay float32.",
     )
+
+    @pydantic.model_validator(mode="after")
+    def _check_loop(self) -> "ModelSpec":
+        if self.loop == "scan" and self.unroll:
+            raise at("loop", "scan is a dynamic loop; it cannot be combined with unroll: true")
+        return self
 
     @property
     def layer_count(self) -> int:

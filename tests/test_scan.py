@@ -1,0 +1,215 @@
+"""`model.loop: scan`: rnnflow's time loop with a hand-written backward pass (rnnflow/scan.py).
+
+The forward pass against the NumPy equations of each cell, the gradients against automatic
+differentiation of Keras' loop (plain and padded input, graph and XLA), the fallbacks, the spec
+check, saving, and training steps that match Keras' loop step for step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import compile_spec
+from reference import (
+    ATOL,
+    RTOL,
+    as_list,
+    fix_weights,
+    inline,
+    randomize,
+    reference_step,
+    run_reference,
+)
+from test_cells import CELLS, LENGTHS, PADDED, SEED_X, X
+
+SCAN_CELLS = {name: cell for name, cell in CELLS.items() if name != "gru-reset_before"}
+
+
+def _scan_and_keras(cell: dict, data: dict):
+    """The same one-layer model compiled with model.loop scan and keras, sharing weights."""
+    scan, bundle = compile_spec({"cells": [cell], "projection": None, "loop": "scan"}, data)
+    keras_loop, _ = compile_spec({"cells": [cell], "projection": None, "loop": "keras"}, data)
+    assert scan.plans[0].kernel == "scan" and keras_loop.plans[0].kernel != "scan"
+    randomize(scan.model, seed=sum(map(ord, str(cell))), scale=0.5)
+    keras_loop.model.set_weights(scan.model.get_weights())
+    return scan, keras_loop, bundle
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize("name", list(SCAN_CELLS))
+def test_scan_forward_matches_numpy_reference(name, padded):
+    """Outputs at every step and final states equal the cell's equations (and TF1's padding rules)."""
+    from rnnflow.scan import ScanRNN
+
+    cell = SCAN_CELLS[name]
+    data = PADDED if padded else inline(X)
+    compiled, bundle = compile_spec({"cells": [cell], "projection": None, "loop": "scan"}, data)
+    layer_name = f"{cell['type']}_0"
+    layer = compiled.model.get_layer(layer_name)
+    assert type(layer) is ScanRNN and compiled.plans[0].kernel == "scan"
+    weights = fix_weights(layer, seed=sum(map(ord, name)), scale=0.2 if padded else 0.5)
+    lengths = LENGTHS if padded else None
+    expected, expected_states = run_reference(reference_step(cell, weights), bundle.train.x, cell["units"],
+                                              lengths=lengths)
+    probe = compiled.probe_model(bundle.train.inputs(), training=False)
+    np.testing.assert_allclose(np.asarray(probe["outputs"]), expected, rtol=RTOL, atol=ATOL)
+    if padded:
+        outputs = np.asarray(probe["outputs"])
+        for row, length in enumerate(LENGTHS):
+            assert np.all(outputs[row, length:] == 0.0)
+    states = as_list(probe["states"][layer_name])
+    assert len(states) == len(expected_states)
+    for got, want in zip(states, expected_states):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL, atol=ATOL)
+
+
+def _gradients(compiled, inputs, jit: bool):
+    """d(loss)/d(weights) with a loss that reads every output step and every final state."""
+    import tensorflow as tf
+
+    model = compiled.probe_model
+    variables = compiled.model.trainable_weights
+
+    def grads():
+        with tf.GradientTape() as tape:
+            result = model(inputs, training=True)
+            parts = [result["outputs"], *[s for states in result["states"].values() for s in as_list(states)]]
+            loss = tf.add_n([tf.reduce_sum(tf.sin(3.0 * p) * (i + 1)) for i, p in enumerate(parts)])
+        return loss, tape.gradient(loss, variables)
+
+    loss, values = tf.function(grads, jit_compile=jit)()
+    return float(loss), [np.asarray(v) for v in values]
+
+
+# One cell of each kind (every code path of rnnflow/scan.py), each in two modes: full sequences
+# in graph mode, padded ones under XLA.
+GRADIENT_CELLS = ["rnn-relu", "lstm-forget_bias-2.5", "lstm-forget_bias-0-keras", "peephole_lstm-forget_bias-0.5",
+                  "gru-reset_after", "cifg_lstm"]
+
+
+@pytest.mark.parametrize("mode", ["full-graph", "padded-xla"])
+@pytest.mark.parametrize("name", GRADIENT_CELLS)
+def test_scan_gradients_match_keras_loop(name, mode):
+    """The hand-written backward pass gives automatic differentiation's gradients (float rounding)."""
+    padded = mode == "padded-xla"
+    scan, keras_loop, bundle = _scan_and_keras(SCAN_CELLS[name], PADDED if padded else inline(X))
+    inputs = bundle.train.inputs()
+    loss_scan, grads_scan = _gradients(scan, inputs, jit=padded)
+    loss_keras, grads_keras = _gradients(keras_loop, inputs, jit=padded)
+    assert loss_scan == pytest.approx(loss_keras, rel=1e-5)
+    assert len(grads_scan) == len(grads_keras) >= 2
+    for got, want in zip(grads_scan, grads_keras):
+        assert np.abs(want).max() > 0
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def test_scan_training_steps_follow_keras_loop():
+    """Ten XLA-compiled Adam steps on the sine window: the same losses as Keras' loop, step by step."""
+    from rnnflow.train import Trainer
+
+    losses = {}
+    for loop in ("keras", "scan"):
+        spec, compiled, data = _tiny_sine(loop)
+        assert compiled.plans[0].kernel == ("scan" if loop == "scan" else "fused")
+        randomize(compiled.model, seed=3, scale=0.3)
+        result = Trainer(spec, compiled, data).run()
+        assert [at for at, _ in result.curve] == list(range(1, 11))
+        losses[loop] = np.asarray([loss for _, loss in result.curve])
+    assert np.all(np.isfinite(losses["scan"]))
+    np.testing.assert_allclose(losses["scan"], losses["keras"], rtol=1e-4)
+    assert losses["scan"][-1] < losses["scan"][0]  # it learns
+
+
+def _tiny_sine(loop: str):
+    from conftest import ROOT
+
+    from rnnflow.compile import build_model
+    from rnnflow.data.base import LoadContext
+    from rnnflow.spec import load_spec
+
+    spec = load_spec(ROOT / "specs" / "sine_forecast.yaml", overrides=[
+        f"model.loop={loop}", "model.cells[0].units=8", "data.steps=12", "train.iterations=10",
+        "train.log_every=1", "train.jit_compile=true",
+    ])
+    data = spec.data.load(LoadContext(spec.seed, spec.base_dir))
+    return spec, build_model(spec, data), data
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        ({"cells": [{"type": "gru", "units": 3, "reset_after": False}]}, "reset_after: false"),
+        ({"cells": [{"type": "rnn", "units": 3, "wrappers": [{"type": "dropout", "keep_prob": 0.5}]}]},
+         "dropout wrapper"),
+        ({"cells": [{"type": "lstm", "units": 3}], "projection": {"mode": "per_step"}}, "per_step projection"),
+    ],
+    ids=["gru-reset_before", "dropout", "per_step"],
+)
+def test_scan_falls_back_to_keras_loop_and_says_why(model, reason):
+    from rnnflow.scan import ScanRNN
+
+    compiled, _ = compile_spec({**model, "loop": "scan"}, inline(X))
+    plan = compiled.plans[0]
+    assert plan.kernel != "scan"
+    assert any(reason in r for r in plan.scan_blockers), plan.scan_blockers
+    assert not any(isinstance(layer, ScanRNN) for layer in compiled.model.layers)
+
+
+def test_scan_only_below_the_layers_that_need_keras_loop():
+    """In a stack, only the top layer with a per-step projection falls back."""
+    compiled, _ = compile_spec({"cells": [{"type": "gru", "units": 3, "layers": 3}], "loop": "scan",
+                                "projection": {"mode": "per_step"}}, inline(X))
+    assert [p.kernel for p in compiled.plans] == ["scan", "scan", "cell loop"]
+
+
+def test_scan_with_unroll_is_a_located_spec_error():
+    import yaml
+
+    from rnnflow.errors import SpecError
+    from rnnflow.spec import spec_from_text
+
+    text = yaml.safe_dump({"name": "x", "data": inline(X), "model": {"cells": [{"type": "rnn", "units": 2}],
+                                                                   "loop": "scan", "unroll": True}, "train": None},
+                          sort_keys=False)
+    with pytest.raises(SpecError) as info:
+        spec_from_text(text)
+    message = str(info.value)
+    assert "model.loop" in message and "unroll" in message
+
+
+def test_scan_model_saves_and_loads(tmp_path):
+    """A `.keras` file of a scan model loads back (ScanRNN is registered) and predicts the same."""
+    import keras
+
+    from rnnflow.scan import ScanRNN
+
+    compiled, bundle = compile_spec({"cells": [{"type": "peephole_lstm", "units": 3}, {"type": "rnn", "units": 2}],
+                                     "loop": "scan"}, PADDED)
+    randomize(compiled.model, seed=5)
+    path = tmp_path / "model.keras"
+    compiled.model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert sum(isinstance(layer, ScanRNN) for layer in loaded.layers) == 2
+    inputs = bundle.train.inputs()
+    np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(compiled.model(inputs)), rtol=1e-6)
+
+
+def test_show_names_the_loop_of_each_layer():
+    from rnnflow.show import describe
+    from rnnflow.spec import spec_from_text
+
+    text = f"""
+name: show_scan
+data: {{type: inline, inputs: {SEED_X.tolist()}}}
+model:
+  loop: scan
+  cells:
+    - {{type: gru, units: 3}}
+    - {{type: gru, units: 3, reset_after: false}}
+train: null
+"""
+    out = describe(spec_from_text(text))
+    assert "gru_0: gru, 3 units, tanh, scan" in out
+    assert "loop: scan (rnnflow's loop" in out
+    assert "gru_1: gru, 3 units, tanh, fused" in out
+    assert "loop: Keras' (model.loop is scan, but reset_after: false" in out
