@@ -27,6 +27,7 @@ LABELS = {
     "rnnflow_xla_unroll": "rnnflow, XLA + model.unroll=true",
     "rnnflow_graph_unroll": "rnnflow, graph + model.unroll=true",
     "rnnflow_xla_dynamic": "rnnflow, XLA (dynamic loop)",
+    "rnnflow_xla_keras_loop": "rnnflow, XLA + model.loop=keras",
     "fit": "plain Keras `fit`",
     "tf1": "TF1 program (`tf.compat.v1`)",
 }

@@ -8,8 +8,9 @@ OUT/raw/. A full run (not --quick) into the default folder also updates the tabl
 benchmarks/README.md.
 
 Workloads:
-  sine   specs/sine_forecast.yaml for --iterations steps, with train.jit_compile true and false;
-         plain fit; the TF1 program. One repetition per seed (seeds 0 .. reps-1).
+  sine   specs/sine_forecast.yaml for --iterations steps, with train.jit_compile true and false,
+         and with XLA but model.loop=keras (timing only); plain fit; the TF1 program. One
+         repetition per seed (seeds 0 .. reps-1).
          Learning check: the exact losses of the first 50 steps of rnnflow's XLA and graph paths
          and of plain Keras, for every seed.
   mnist  specs/mnist_classifier.yaml for --mnist-epochs epochs, as written and with XLA and
@@ -154,6 +155,10 @@ def sine_jobs(config: dict, python: str, tf1_python: str) -> tuple[list[dict], s
                                                  str(LOG_EVERY), *s, *common], seed),
             job("sine", "rnnflow_graph", "timed", [python, script, "rnnflow", "--jit", "false", "--log-every",
                                                    str(LOG_EVERY), *s, *common], seed),
+            # Keras' time loop under XLA: what model.loop=scan adds (timing table only, no verdicts).
+            job("sine", "rnnflow_xla_keras_loop", "timed", [python, script, "rnnflow", "--jit", "true", "--loop",
+                                                            "keras", "--log-every", str(LOG_EVERY), *s, *common],
+                seed),
             job("sine", "fit", "timed", [python, script, "fit", *s, *common], seed),
             job("sine", "tf1", "timed", [tf1_python, tf1, *s, *common], seed, tf1=True),
         ]

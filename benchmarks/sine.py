@@ -7,7 +7,8 @@ state), and the final training MSE. Curve mode (`--curve N`) records the exact l
 the first N steps for every seed in `--seeds`, for the learning check.
 
 usage:
-  python benchmarks/sine.py rnnflow --jit true|false --seed 0 --iterations 2000 --warmup 200 [--out F]
+  python benchmarks/sine.py rnnflow --jit true|false [--loop keras|scan] --seed 0 --iterations 2000 --warmup 200
+                                [--out F]
   python benchmarks/sine.py fit --seed 0 --iterations 2000 --warmup 200 [--out F]
   python benchmarks/sine.py rnnflow|fit --curve 50 --seeds 0,1,2 [--jit true|false] [--out F]
 """
@@ -37,14 +38,14 @@ SPEC = _harness.SPECS / "sine_forecast.yaml"
 CURVE_OVERRIDES = ["train.log_every=1", "evaluate.steps=[]", "tracking.log_model=false"]
 
 
-def rnnflow_timed(seed: int, iterations: int, warmup: int, jit: bool, log_every: int) -> dict:
+def rnnflow_timed(seed: int, iterations: int, warmup: int, jit: bool, log_every: int, loop: list[str]) -> dict:
     """One rnnflow run of the spec, timed through its callback hooks."""
     from rnnflow.runner import run
 
     if warmup % log_every:
         raise SystemExit(f"--warmup {warmup} must be a multiple of log_every {log_every}")
     overrides = [f"seed={seed}", f"train.iterations={iterations}", f"train.log_every={log_every}",
-                 f"train.jit_compile={str(jit).lower()}"]
+                 f"train.jit_compile={str(jit).lower()}", *loop]
     recorder = Recorder()
     with temporary_mlflow_store():
         result = run(SPEC, overrides, callbacks=[recorder])
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("program", choices=["rnnflow", "fit"])
     parser.add_argument("--jit", choices=["true", "false"], default="true", help="rnnflow: train.jit_compile")
+    parser.add_argument("--loop", choices=["keras", "scan"], default=None,
+                        help="rnnflow: model.loop (default: as the spec is written)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200, help="iterations before the steady-state clock starts")
@@ -136,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     jit = args.jit == "true"
     variant = ("rnnflow_xla" if jit else "rnnflow_graph") if args.program == "rnnflow" else "fit"
+    loop = [f"model.loop={args.loop}"] if args.loop else []
+    if args.loop and args.program == "rnnflow":
+        variant += f"_{args.loop}_loop"
 
     record: dict = {"workload": "sine", "variant": variant}
     if args.curve:
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         record.update(mode="timed", seed=args.seed, iterations=args.iterations, warmup=args.warmup)
         if args.program == "rnnflow":
-            record.update(rnnflow_timed(args.seed, args.iterations, args.warmup, jit, args.log_every))
+            record.update(rnnflow_timed(args.seed, args.iterations, args.warmup, jit, args.log_every, loop))
         else:
             record.update(fit_timed(args.seed, args.iterations, args.warmup))
     record["versions"] = versions()
