@@ -7,7 +7,6 @@ spec never imports TensorFlow or matplotlib.
 
 import csv
 import dataclasses
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -246,6 +245,8 @@ class OutputsStep(StepSpec):
         if split.lengths is not None:
             record["lengths"] = split.lengths[:n].tolist()
         record.update({k: _tolist(v) for k, v in probe.items()})
+        import json
+
         path = context.out_dir / f"{self.stem}.json"
         path.write_text(json.dumps(record, indent=1))
         return [path]

@@ -1,7 +1,6 @@
 """The whole spec: name, data, model, train, evaluate, tracking; and loading it from YAML."""
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -193,6 +192,8 @@ class Spec(Section):
         """The sha256 of the spec file as written (of the resolved spec when built in code)."""
         if self._document is not None and self._document.text:
             return hashlib.sha256(self._document.text.encode("utf-8")).hexdigest()
+        import json
+
         return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()
 
 

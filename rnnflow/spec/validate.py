@@ -8,7 +8,6 @@ misspelt keys and `type:` names.
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -157,6 +156,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _suggest(word: str, options: list[str]) -> str:
+    import difflib  # only a spec with errors needs it
+
     close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
