@@ -16,7 +16,6 @@ Every resolved spec is validated before anything trains; an error in an override
 line of the pipeline file that wrote it. Nothing here imports TensorFlow.
 """
 
-import copy
 import dataclasses
 import functools
 import itertools
@@ -224,7 +223,7 @@ def _parsed(path: Path, stamp: tuple[int, int]) -> Document:
 def _load_spec_doc(path: Path) -> Document:
     """A fresh copy of a spec file's Document; a grid loads the same spec many times, parse it once."""
     info = path.stat()
-    return copy.deepcopy(_parsed(path, (info.st_mtime_ns, info.st_size)))
+    return _parsed(path, (info.st_mtime_ns, info.st_size)).copy()
 
 
 def load_pipeline(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Pipeline, list[Child]]:
