@@ -6,7 +6,9 @@ Heavy modules (TensorFlow, MLflow) are imported inside the commands that need th
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import os
 import sys
 from pathlib import Path
@@ -48,6 +50,18 @@ def _report(error: RnnflowError) -> None:
         click.echo(f"rnnflow: {count} error{'s' if count != 1 else ''}", err=True)
     else:
         click.echo(f"rnnflow: error: {error}", err=True)
+
+
+def _leave_objects_to_the_os_at_exit() -> None:
+    """Spare the interpreter's last garbage collection at exit, about 35 ms of `rnnflow validate`.
+
+    What validate loads (pydantic, the spec models and their validators) lives until the process
+    ends; the final collection would walk and free all of it. Frozen objects are left for the
+    operating system to reclaim. It runs at exit, so a caller that invokes the command in its own
+    process (tests with CliRunner) keeps a normal collector until then; registered once.
+    """
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
 
 
 def user_errors(command):
@@ -104,6 +118,7 @@ def validate(files: tuple[Path, ...], overrides: tuple[str, ...], quiet: bool) -
 
     Exits 0 when all files are valid, 2 otherwise. Never imports TensorFlow.
     """
+    _leave_objects_to_the_os_at_exit()
     from rnnflow.pipeline_spec import check_file
 
     failed = 0
