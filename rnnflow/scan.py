@@ -32,54 +32,32 @@ import rnnflow._tf  # noqa: F401  (quiet TensorFlow import)  # isort: skip
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rnnflow.cells import CIFGLSTMCell, ForgetBiasLSTMCell, PeepholeLSTMCell  # noqa: E402
+from rnnflow.cells import _GatedCell  # noqa: E402
 
 # f(z_in, z_rec, states, params) -> (output, new states), all pointwise.
 StepFn = Callable[[tf.Tensor, tf.Tensor, list, list], tuple]
 
-
-def _lstm_tail(cell, z_i, z_f, z_c, z_o, c_tm1, forget_bias=0.0):
-    act, gate = cell.activation, cell.recurrent_activation
-    c = gate(z_f + forget_bias) * c_tm1 + gate(z_i) * act(z_c)
-    h = gate(z_o) * act(c)
-    return h, [h, c]
+# The cells `_cell_parts` knows (rnnflow's gated cells: peephole and coupled-gate LSTMs).
+_KNOWN_CELLS = (_GatedCell, keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
 
 
-def _cell_parts(cell) -> tuple[StepFn, list, int]:
-    """(pointwise step, its extra parameters, number of gate blocks) for a supported cell."""
-    if isinstance(cell, PeepholeLSTMCell):
-        params = [cell.peephole_i, cell.peephole_f, cell.peephole_o]
-
+def _cell_parts(cell) -> tuple[StepFn, list]:
+    """(pointwise step, the extra weights it uses) for a supported cell: the cell's own code where
+    it has the pointwise part as a method of its own."""
+    if isinstance(cell, _GatedCell):
         def step(z_in, z_rec, states, p):
-            z_i, z_f, z_c, z_o = tf.split(z_in + z_rec, 4, axis=-1)
-            c_tm1 = states[1]
-            gate, act = cell.recurrent_activation, cell.activation
-            i = gate(z_i + p[0] * c_tm1)
-            f = gate(z_f + cell.forget_bias + p[1] * c_tm1)
-            c = f * c_tm1 + i * act(z_c)
-            h = gate(z_o + p[2] * c) * act(c)
-            return h, [h, c]
+            return cell.pointwise(tf.split(z_in + z_rec, cell.gates, axis=-1), states[1], p)
 
-        return step, params, 4
-    if isinstance(cell, CIFGLSTMCell):
-        def step(z_in, z_rec, states, p):
-            z_i, z_c, z_o = tf.split(z_in + z_rec, 3, axis=-1)
-            gate, act = cell.recurrent_activation, cell.activation
-            i = gate(z_i)
-            c = (1.0 - i) * states[1] + i * act(z_c)
-            h = gate(z_o) * act(c)
-            return h, [h, c]
-
-        return step, [], 3
+        return step, cell.pointwise_weights()
     if isinstance(cell, keras.layers.LSTMCell):  # Keras' LSTM and rnnflow's forget-bias LSTM
-        forget_bias = cell.forget_bias if isinstance(cell, ForgetBiasLSTMCell) else 0.0
-
         def step(z_in, z_rec, states, p):
-            z_i, z_f, z_c, z_o = tf.split(z_in + z_rec, 4, axis=-1)
-            return _lstm_tail(cell, z_i, z_f, z_c, z_o, states[1], forget_bias)
+            c, o = cell._compute_carry_and_output_fused(tuple(tf.split(z_in + z_rec, 4, axis=-1)), states[1])
+            h = o * cell.activation(c)
+            return h, [h, c]
 
-        return step, [], 4
+        return step, []
     if isinstance(cell, keras.layers.GRUCell):  # reset_after only (scan_blockers)
+        # Keras' GRUCell has no method for the part after the matmuls: its `call`, written again.
         params = [cell.bias[1]] if cell.use_bias else []
 
         def step(z_in, z_rec, states, p):
@@ -93,13 +71,13 @@ def _cell_parts(cell) -> tuple[StepFn, list, int]:
             h = z * states[0] + (1 - z) * hh
             return h, [h]
 
-        return step, params, 3
+        return step, params
     if isinstance(cell, keras.layers.SimpleRNNCell):
         def step(z_in, z_rec, states, p):
             h = cell.activation(z_in + z_rec)
             return h, [h]
 
-        return step, [], 1
+        return step, []
     raise TypeError(f"no scan loop for {type(cell).__name__}")
 
 
@@ -113,8 +91,7 @@ def _input_bias(cell):
 
 def scan_blockers(cell) -> list[str]:
     """Why `ScanRNN` would fall back to Keras' loop for this cell (empty when it would not)."""
-    known = (PeepholeLSTMCell, CIFGLSTMCell, keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
-    if not isinstance(cell, known):
+    if not isinstance(cell, _KNOWN_CELLS):
         return [f"no scan loop for {type(cell).__name__} cells"]
     reasons = []
     if isinstance(cell, keras.layers.GRUCell) and not cell.reset_after:
@@ -229,7 +206,7 @@ class ScanRNN(keras.layers.RNN):
             return super().inner_loop(sequences, initial_state, mask, training=training)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        step, params, _ = _cell_parts(cell)
+        step, params = _cell_parts(cell)
         dtype = sequences.dtype
         kernel = tf.cast(cell.kernel, dtype)
         z_in = tf.einsum("btk,kg->tbg", sequences, kernel)

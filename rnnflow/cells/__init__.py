@@ -95,6 +95,20 @@ class _GatedCell(keras.layers.Layer):
             z = z + self.bias
         return ops.split(z, self.gates, axis=-1)
 
+    def call(self, inputs, states, training=False):
+        h_tm1, c_tm1 = states[0], states[1]
+        return self.pointwise(self._preactivations(inputs, h_tm1), c_tm1, self.pointwise_weights())
+
+    def pointwise_weights(self) -> list:
+        """The weights `pointwise` uses besides the pre-activations (the peephole vectors)."""
+        return []
+
+    def pointwise(self, z, c_tm1, weights):
+        """The part of a step after the matmuls: (h, [h, c]) from the gates' pre-activations
+        `z` (one tensor per gate), c(t-1) and `pointwise_weights()`. rnnflow's scan loop
+        differentiates this alone at every step."""
+        raise NotImplementedError
+
     def get_initial_state(self, batch_size=None):
         return [ops.zeros((batch_size, self.units), dtype=self.compute_dtype) for _ in self.state_size]
 
@@ -143,13 +157,16 @@ class PeepholeLSTMCell(_GatedCell):
             for g in "ifo"
         )
 
-    def call(self, inputs, states, training=False):
-        h_tm1, c_tm1 = states[0], states[1]
-        z_i, z_f, z_c, z_o = self._preactivations(inputs, h_tm1)
-        i = self.recurrent_activation(z_i + self.peephole_i * c_tm1)
-        f = self.recurrent_activation(z_f + self.forget_bias + self.peephole_f * c_tm1)
+    def pointwise_weights(self) -> list:
+        return [self.peephole_i, self.peephole_f, self.peephole_o]
+
+    def pointwise(self, z, c_tm1, weights):
+        z_i, z_f, z_c, z_o = z
+        peephole_i, peephole_f, peephole_o = weights
+        i = self.recurrent_activation(z_i + peephole_i * c_tm1)
+        f = self.recurrent_activation(z_f + self.forget_bias + peephole_f * c_tm1)
         c = f * c_tm1 + i * self.activation(z_c)
-        o = self.recurrent_activation(z_o + self.peephole_o * c)
+        o = self.recurrent_activation(z_o + peephole_o * c)
         h = o * self.activation(c)
         return h, [h, c]
 
@@ -174,9 +191,8 @@ class CIFGLSTMCell(_GatedCell):
 
     gates = 3
 
-    def call(self, inputs, states, training=False):
-        h_tm1, c_tm1 = states[0], states[1]
-        z_i, z_c, z_o = self._preactivations(inputs, h_tm1)
+    def pointwise(self, z, c_tm1, weights):
+        z_i, z_c, z_o = z
         i = self.recurrent_activation(z_i)
         c = (1.0 - i) * c_tm1 + i * self.activation(z_c)
         o = self.recurrent_activation(z_o)
