@@ -18,7 +18,8 @@ from _harness import ACCURACY_TARGET, first_at_least
 # The issue's targets (same machine, same run of the benchmark).
 SINE_VS_TF1 = 3.0  # the spec's run at least 3x faster per iteration than the TF1 program
 SINE_VS_FIT = 5.0  # ... and at least 5x faster than plain fit
-MSE_TOLERANCE = 0.10  # final training MSE no worse than plain fit's, within 10 %
+MSE_TOLERANCE = 0.10  # final training MSE no worse than plain fit's, within 10 %: median over the
+# seeds of the per-seed ratio of the mean loss of the last steps (same seed = same initial weights)
 CURVE_TOLERANCE = 1e-4  # a compiled path learns like the uncompiled one: first-50 step losses
 
 LABELS = {
@@ -121,6 +122,8 @@ def summarize_sine(records: list[dict], spec_variant: str, compiled: list[str]) 
             "process_seconds_median": _median([r.get("process_seconds") for r in rs]),
             "load_before_median": _median([r.get("load_before") for r in rs]),
         }
+    end = {variant: summary for variant in variants if variant != "fit"
+           if (summary := end_of_training(records, variant)) is not None}
     pairs = [(c, "rnnflow_graph") for c in compiled] + [("rnnflow_graph", "fit")] + [(c, "fit") for c in compiled]
     curves = _curves(records, "sine", pairs)
     curves += [c for c in (early_timed(records, "sine", v, "rnnflow_graph") for v in compiled) if c]
@@ -129,21 +132,48 @@ def summarize_sine(records: list[dict], spec_variant: str, compiled: list[str]) 
     for variant in candidates:
         if variant not in variants:
             continue
-        verdicts.extend(_sine_verdicts(variants, curves, variant, spec_variant))
+        verdicts.extend(_sine_verdicts(variants, end, curves, variant, spec_variant))
     notes = []
     if spec_variant == "rnnflow_graph":
         notes.append("specs/sine_forecast.yaml does not set `train.jit_compile: true`, so the spec as written "
                      "trains on the graph (uncompiled) path; the targets are also given for the XLA path "
                      "(`--set train.jit_compile=true`, marked override).")
-    return {"variants": variants, "curves": curves, "verdicts": verdicts, "spec_variant": spec_variant,
+    return {"variants": variants, "end": end, "curves": curves, "verdicts": verdicts, "spec_variant": spec_variant,
             "compiled": compiled, "notes": notes}
+
+
+def end_of_training(records: list[dict], variant: str, base: str = "fit") -> dict[str, Any] | None:
+    """`variant` against `base` at the end of training, seed by seed (a seed gives both the same
+    initial weights): the mean loss of the last steps (`tail_mse`) and its ratio, over the timed
+    runs and the extra seeds; the snapshot after the last step alongside."""
+    def runs(name: str) -> dict[int, dict]:
+        return {r["seed"]: r for mode in ("timed", "mse") for r in _by_variant(records, "sine", mode).get(name, [])
+                if r.get("tail_mse") is not None}
+
+    mine, theirs = runs(variant), runs(base)
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    ratios = {s: mine[s]["tail_mse"] / theirs[s]["tail_mse"] for s in seeds}
+    return {
+        "base": base,
+        "seeds": seeds,
+        "tail": {str(s): mine[s]["tail_mse"] for s in seeds},
+        "ratio": {str(s): r for s, r in ratios.items()},
+        "ratio_median": _median(list(ratios.values())),
+        "lower": sum(r < 1 for r in ratios.values()),
+        "tail_median": _median([mine[s]["tail_mse"] for s in seeds]),
+        "base_tail_median": _median([theirs[s]["tail_mse"] for s in seeds]),
+        "final_median": _median([mine[s]["final_mse"] for s in seeds]),
+        "base_final_median": _median([theirs[s]["final_mse"] for s in seeds]),
+    }
 
 
 def _ratio(slow: float | None, fast: float | None) -> float | None:
     return slow / fast if slow and fast else None
 
 
-def _sine_verdicts(variants: dict, curves: list[dict], variant: str, spec_variant: str) -> list[dict]:
+def _sine_verdicts(variants: dict, end: dict, curves: list[dict], variant: str, spec_variant: str) -> list[dict]:
     mine = variants[variant]
     who = "spec as written" if variant == spec_variant else f"{variant} (override)"
     out = []
@@ -160,15 +190,25 @@ def _sine_verdicts(variants: dict, curves: list[dict], variant: str, spec_varian
                 f"{ratio:.2f}x ({mine[key]:.2f} vs {variants[base][key]:.2f} ms/iter, medians)" if ratio else "-",
             ))
     if "fit" in variants:
-        ours, theirs = mine["final_mse_median"], variants["fit"]["final_mse_median"]
-        ok = ours <= theirs * (1 + MSE_TOLERANCE)
-        out.append(_verdict(
-            f"sine, {who}: final training MSE no worse than plain fit's (within 10 %)",
-            ok,
-            f"median over seeds {ours:.3g} vs {theirs:.3g} ({ours / theirs:.2f}x)",
-            "" if ok else "late trajectories diverge chaotically between any two float orders; "
-                          "see the per-seed values and the learning check",
-        ))
+        name = f"sine, {who}: final training MSE no worse than plain fit's (within 10 %)"
+        e = end.get(variant)
+        if e is None:
+            out.append(_verdict(name, None, "no run recorded the mean loss of its last steps"))
+        else:
+            ok = e["ratio_median"] <= 1 + MSE_TOLERANCE
+            out.append(_verdict(
+                name, ok,
+                f"mean loss of the last steps, seed by seed against fit: median ratio {e['ratio_median']:.2f} "
+                f"over {len(e['seeds'])} seeds, lower on {e['lower']} (medians {e['tail_median']:.3g} vs "
+                f"{e['base_tail_median']:.3g})",
+            ))
+            snapshot = e["final_median"] / e["base_final_median"]
+            out.append(_verdict(
+                f"sine, {who}: MSE after the last step only (a snapshot; information, not the target)", None,
+                f"medians {e['final_median']:.3g} vs {e['base_final_median']:.3g} ({snapshot:.2f}x)",
+                "the loss swings by up to 100x within tens of steps this late (see Reading the results)",
+                status="INFO",
+            ))
     if variant != "rnnflow_graph":
         out.extend(_learning_verdicts("sine", variant, curves))
     return out
@@ -348,7 +388,7 @@ def markdown(results: dict[str, Any], title: str = "rnnflow benchmark results", 
                          f"| {_fmt(s['ms_total_median'])} | {_fmt(s['cpu_ms_median'])} "
                          f"| {_fmt(s['final_mse_median'], '.3g')} | {per_seed} | {s['max_rss_mb']:.0f} "
                          f"| {_fmt(s['process_seconds_median'], '.0f')} | {_fmt(s['load_before_median'], '.1f')} |")
-        lines += ["", *_curve_table(sine["curves"]), ""]
+        lines += ["", *_end_table(sine.get("end", {}), spec_variant, config), "", *_curve_table(sine["curves"]), ""]
 
     mnist = summary.get("mnist")
     if mnist and mnist["variants"]:
@@ -398,6 +438,26 @@ def markdown(results: dict[str, Any], title: str = "rnnflow benchmark results", 
 def _order(variants: dict) -> list[str]:
     rank = {"rnnflow_xla": 0, "rnnflow_xla_unroll": 1, "rnnflow_graph": 2, "fit": 8, "tf1": 9}
     return sorted(variants, key=lambda v: (rank.get(v, 5), v))
+
+
+def _end_table(end: dict, spec_variant: str, config: dict) -> list[str]:
+    if not end:
+        return []
+    tail = config.get("tail", 200)
+    lines = [f"End of training, seed by seed against plain `fit` (same seed, same initial weights): the mean "
+             f"training loss of the last {tail} steps (what Keras reports as the loss of an epoch of those "
+             "steps), over the timed seeds and the extra seeds; the MSE after the last step alongside. "
+             "TF1 draws its own initial weights, so its ratios are not paired.", "",
+             f"| program | seeds | median ratio to fit | lower than fit | mean of last {tail}, median | fit's "
+             "| after last step, median | fit's | ratio per seed |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for variant in _order(end):
+        e = end[variant]
+        per_seed = " / ".join(f"{s}: {r:.2f}" for s, r in e["ratio"].items())
+        lines.append(f"| {label(variant, spec_variant)} | {len(e['seeds'])} | {e['ratio_median']:.2f} "
+                     f"| {e['lower']} of {len(e['seeds'])} | {e['tail_median']:.3g} | {e['base_tail_median']:.3g} "
+                     f"| {e['final_median']:.3g} | {e['base_final_median']:.3g} | {per_seed} |")
+    return lines
 
 
 def _curve_table(curves: list[dict]) -> list[str]:

@@ -12,7 +12,9 @@ Workloads:
          and with XLA but model.loop=keras (timing only); plain fit; the TF1 program. One
          repetition per seed (seeds 0 .. reps-1).
          Learning check: the exact losses of the first 50 steps of rnnflow's XLA and graph paths
-         and of plain Keras, for every seed.
+         and of plain Keras, for every seed. End of training: the mean loss of the last 200
+         steps, seed by seed against fit; --mse-seeds more seeds (reps .. reps+N-1) run the spec,
+         fit and Keras' loop under XLA for that comparison only.
   mnist  specs/mnist_classifier.yaml for --mnist-epochs epochs, as written and with XLA and
          model.unroll; plain fit; the TF1 program. Test accuracy after every epoch.
          Learning check: the first 50 step losses, as for sine.
@@ -40,10 +42,10 @@ HERE = _harness.HERE
 DEFAULT_OUT = HERE / "results"
 QUICK_OUT = HERE / "results" / "quick"
 
-FULL = {"iterations": 2000, "warmup": 200, "reps": 5, "curve_steps": 50,
+FULL = {"iterations": 2000, "warmup": 200, "tail": 200, "reps": 5, "mse_seeds": 10, "curve_steps": 50,
         "mnist_epochs": 10, "mnist_reps": 3, "train_limit": None, "eval_limit": None}
 # Quick: only enough to exercise every program and every line of the report.
-QUICK = {"iterations": 200, "warmup": 100, "reps": 2, "curve_steps": 50,
+QUICK = {"iterations": 200, "warmup": 100, "tail": 40, "reps": 2, "mse_seeds": 1, "curve_steps": 50,
          "mnist_epochs": 2, "mnist_reps": 1, "train_limit": 6000, "eval_limit": 2000}
 LOG_EVERY = 20  # rnnflow's default log_every (and steps per compiled call) for 2000 iterations
 
@@ -54,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--quick", action="store_true", help="tiny runs that check the harness, not measurements")
     parser.add_argument("--reps", type=int, default=None, help="sine repetitions = seeds (default 5; quick 2)")
+    parser.add_argument("--mse-seeds", type=int, default=None,
+                        help="sine seeds beyond --reps for the end-of-training comparison only (default 10; quick 1)")
     parser.add_argument("--mnist-reps", type=int, default=None, help="MNIST repetitions = seeds (default 3; quick 1)")
     parser.add_argument("--mnist-epochs", type=int, default=None, help="epochs per MNIST run (default 10; quick 2)")
     parser.add_argument("--iterations", type=int, default=None, help="sine iterations (default 2000; quick 200)")
@@ -73,15 +77,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def settings(args: argparse.Namespace) -> dict:
     config = dict(QUICK if args.quick else FULL)
-    for key in ("reps", "mnist_reps", "mnist_epochs", "iterations"):
+    for key in ("reps", "mse_seeds", "mnist_reps", "mnist_epochs", "iterations"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    if config["warmup"] >= config["iterations"] or config["iterations"] % LOG_EVERY:
+    if config["warmup"] + config["tail"] >= config["iterations"] or config["iterations"] % LOG_EVERY:
         # A last chunk of another size would cost rnnflow's XLA path one more compilation.
-        raise SystemExit(f"--iterations must be a multiple of {LOG_EVERY} above the warm-up "
-                         f"({config['warmup']} iterations)")
+        raise SystemExit(f"--iterations must be a multiple of {LOG_EVERY} above the warm-up and the tail "
+                         f"({config['warmup']} + {config['tail']} iterations)")
     config["quick"] = args.quick
     config["seeds"] = list(range(config["reps"]))
+    config["extra_mse_seeds"] = list(range(config["reps"], config["reps"] + config["mse_seeds"]))
     config["mnist_seeds"] = list(range(config["mnist_reps"]))
     config["workloads"] = [args.only] if args.only else ["sine", "mnist"]
     return config
@@ -147,22 +152,28 @@ def sine_jobs(config: dict, python: str, tf1_python: str) -> tuple[list[dict], s
         job("sine", "rnnflow_graph", "curve", [python, script, "rnnflow", "--jit", "false", *curve]),
         job("sine", "fit", "curve", [python, script, "fit", *curve]),
     ]
-    common = ["--iterations", str(n), "--warmup", str(w)]
-    for rep, seed in enumerate(config["seeds"]):
+    common = ["--iterations", str(n), "--warmup", str(w), "--tail", str(config["tail"])]
+    rnnflow = [python, script, "rnnflow", "--log-every", str(LOG_EVERY), *common]
+
+    def programs(seed: int, mode: str) -> list[dict]:
         s = ["--seed", str(seed)]
-        timed = [
-            job("sine", "rnnflow_xla", "timed", [python, script, "rnnflow", "--jit", "true", "--log-every",
-                                                 str(LOG_EVERY), *s, *common], seed),
-            job("sine", "rnnflow_graph", "timed", [python, script, "rnnflow", "--jit", "false", "--log-every",
-                                                   str(LOG_EVERY), *s, *common], seed),
-            # Keras' time loop under XLA: what model.loop=scan adds (timing table only, no verdicts).
-            job("sine", "rnnflow_xla_keras_loop", "timed", [python, script, "rnnflow", "--jit", "true", "--loop",
-                                                            "keras", "--log-every", str(LOG_EVERY), *s, *common],
-                seed),
-            job("sine", "fit", "timed", [python, script, "fit", *s, *common], seed),
-            job("sine", "tf1", "timed", [tf1_python, tf1, *s, *common], seed, tf1=True),
+        out = [
+            job("sine", "rnnflow_xla", mode, [*rnnflow, "--jit", "true", *s], seed),
+            # Keras' time loop under XLA: what model.loop=scan adds, and a control for the
+            # end-of-training comparison (same automatic differentiation as fit, only compiled).
+            job("sine", "rnnflow_xla_keras_loop", mode, [*rnnflow, "--jit", "true", "--loop", "keras", *s], seed),
+            job("sine", "fit", mode, [python, script, "fit", *s, *common], seed),
         ]
-        jobs += rotated(timed, rep)
+        if mode == "timed":
+            out.insert(1, job("sine", "rnnflow_graph", mode, [*rnnflow, "--jit", "false", *s], seed))
+            out.append(job("sine", "tf1", mode, [tf1_python, tf1, *s, *common], seed, tf1=True))
+        return out
+
+    for rep, seed in enumerate(config["seeds"]):
+        jobs += rotated(programs(seed, "timed"), rep)
+    # More seeds for the end-of-training comparison only (their timings stay out of the tables).
+    for rep, seed in enumerate(config["extra_mse_seeds"]):
+        jobs += rotated(programs(seed, "mse"), rep)
     return jobs, spec_variant, ["rnnflow_xla"]
 
 
@@ -238,7 +249,7 @@ def one_line(record: dict) -> str:
         return f"{len(record['runs'])} seed(s), {record['steps']} steps"
     if record["workload"] == "sine":
         return (f"{record['ms_per_iter_steady']:.2f} ms/iter steady, {record['ms_per_iter_total']:.2f} incl. compile, "
-                f"final MSE {record['final_mse']:.3g}")
+                f"final MSE {record['final_mse']:.3g}, last-steps mean {record['tail_mse']:.3g}")
     accuracies = " ".join(f"{e['test_accuracy']:.4f}" for e in record["epochs"])
     return f"{record['epochs'][-1]['elapsed']:.1f} s, test accuracy {accuracies}"
 

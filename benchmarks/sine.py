@@ -3,13 +3,15 @@ the same model. One process, one JSON record.
 
 Timed mode trains for `--iterations` steps and reports the wall time per iteration over all of
 them (including tracing and XLA compilation) and over the iterations after `--warmup` (steady
-state), and the final training MSE. Curve mode (`--curve N`) records the exact loss of each of
+state), and the final training MSE twice: after the last step (`final_mse`, a snapshot) and as
+the mean training loss of the last `--tail` steps (`tail_mse`, what Keras reports as the loss of
+an epoch of those steps). Curve mode (`--curve N`) records the exact loss of each of
 the first N steps for every seed in `--seeds`, for the learning check.
 
 usage:
   python benchmarks/sine.py rnnflow --jit true|false [--loop keras|scan] --seed 0 --iterations 2000 --warmup 200
-                                [--out F]
-  python benchmarks/sine.py fit --seed 0 --iterations 2000 --warmup 200 [--out F]
+                                [--tail 200] [--out F]
+  python benchmarks/sine.py fit --seed 0 --iterations 2000 --warmup 200 [--tail 200] [--out F]
   python benchmarks/sine.py rnnflow|fit --curve 50 --seeds 0,1,2 [--jit true|false] [--out F]
 """
 
@@ -38,18 +40,24 @@ SPEC = _harness.SPECS / "sine_forecast.yaml"
 CURVE_OVERRIDES = ["train.log_every=1", "evaluate.steps=[]", "tracking.log_model=false"]
 
 
-def rnnflow_timed(seed: int, iterations: int, warmup: int, jit: bool, log_every: int, loop: list[str]) -> dict:
+def rnnflow_timed(seed: int, iterations: int, warmup: int, tail: int, jit: bool, log_every: int,
+                  loop: list[str]) -> dict:
     """One rnnflow run of the spec, timed through its callback hooks."""
     from rnnflow.runner import run
 
-    if warmup % log_every:
-        raise SystemExit(f"--warmup {warmup} must be a multiple of log_every {log_every}")
+    for name, value in (("--warmup", warmup), ("--tail", tail)):
+        if value % log_every:
+            raise SystemExit(f"{name} {value} must be a multiple of log_every {log_every}")
     overrides = [f"seed={seed}", f"train.iterations={iterations}", f"train.log_every={log_every}",
                  f"train.jit_compile={str(jit).lower()}", *loop]
     recorder = Recorder()
     with temporary_mlflow_store():
         result = run(SPEC, overrides, callbacks=[recorder])
     steady = recorder.seconds - recorder.time_at(warmup)
+    # Each logged point is the mean loss of the log_every steps before it, so the mean of the
+    # points after `iterations - tail` is the mean of the last `tail` step losses.
+    last = [loss for at, loss in recorder.losses() if at > iterations - tail]
+    assert len(last) == tail // log_every, f"expected {tail // log_every} logged points in the tail, got {len(last)}"
     return {
         "overrides": overrides,
         "train_seconds": recorder.seconds,
@@ -57,6 +65,7 @@ def rnnflow_timed(seed: int, iterations: int, warmup: int, jit: bool, log_every:
         "ms_per_iter_steady": 1000 * steady / (iterations - warmup),
         "cpu_ms_per_iter": 1000 * recorder.cpu_seconds / iterations,
         "final_mse": result.metrics["train_mse"],
+        "tail_mse": float(np.mean(last)),
         "rnnflow_metrics": result.metrics,
         "curve": recorder.losses(),
     }
@@ -90,8 +99,11 @@ def plain_model(seed: int) -> keras.Model:
     return model
 
 
-def fit_timed(seed: int, iterations: int, warmup: int) -> dict:
-    """Plain `fit` on a repeated dataset of the one window: a warm-up call, then the rest."""
+def fit_timed(seed: int, iterations: int, warmup: int, tail: int) -> dict:
+    """Plain `fit` on a repeated dataset of the one window: a warm-up call, the middle, and the
+    last `tail` steps, whose epoch loss (the mean of their step losses) is `tail_mse`."""
+    if warmup + tail >= iterations:
+        raise SystemExit(f"--warmup {warmup} plus --tail {tail} must be below --iterations {iterations}")
     x, y = _harness.sine_window()
     model = plain_model(seed)
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
@@ -99,7 +111,8 @@ def fit_timed(seed: int, iterations: int, warmup: int) -> dict:
     start = time.perf_counter()
     first = model.fit(data, epochs=1, steps_per_epoch=warmup, verbose=0)
     middle = time.perf_counter()
-    rest = model.fit(data, epochs=1, steps_per_epoch=iterations - warmup, verbose=0)
+    rest = model.fit(data, epochs=1, steps_per_epoch=iterations - warmup - tail, verbose=0)
+    last = model.fit(data, epochs=1, steps_per_epoch=tail, verbose=0)
     end = time.perf_counter()
     cpu = time.process_time() - cpu0
     prediction = np.asarray(model(x, training=False))
@@ -109,7 +122,9 @@ def fit_timed(seed: int, iterations: int, warmup: int) -> dict:
         "ms_per_iter_steady": 1000 * (end - middle) / (iterations - warmup),
         "cpu_ms_per_iter": 1000 * cpu / iterations,
         "final_mse": float(np.mean((prediction - y) ** 2)),
-        "curve": [(warmup, float(first.history["loss"][-1])), (iterations, float(rest.history["loss"][-1]))],
+        "tail_mse": float(last.history["loss"][-1]),
+        "curve": [(warmup, float(first.history["loss"][-1])), (iterations - tail, float(rest.history["loss"][-1])),
+                  (iterations, float(last.history["loss"][-1]))],
     }
 
 
@@ -132,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200, help="iterations before the steady-state clock starts")
+    parser.add_argument("--tail", type=int, default=200, help="the last steps whose mean loss is tail_mse")
     parser.add_argument("--log-every", type=int, default=20, help="rnnflow: train.log_every (its default at 2000)")
     parser.add_argument("--curve", type=int, default=None, metavar="N", help="record the first N step losses")
     parser.add_argument("--seeds", default="0", help="curve mode: comma-separated seeds")
@@ -150,11 +166,11 @@ def main(argv: list[str] | None = None) -> None:
                 for s in seeds]
         record.update(mode="curve", steps=args.curve, runs=runs)
     else:
-        record.update(mode="timed", seed=args.seed, iterations=args.iterations, warmup=args.warmup)
+        record.update(mode="timed", seed=args.seed, iterations=args.iterations, warmup=args.warmup, tail=args.tail)
         if args.program == "rnnflow":
-            record.update(rnnflow_timed(args.seed, args.iterations, args.warmup, jit, args.log_every, loop))
+            record.update(rnnflow_timed(args.seed, args.iterations, args.warmup, args.tail, jit, args.log_every, loop))
         else:
-            record.update(fit_timed(args.seed, args.iterations, args.warmup))
+            record.update(fit_timed(args.seed, args.iterations, args.warmup, args.tail))
     record["versions"] = versions()
     _harness.write_record(args.out, record)
 

@@ -3,12 +3,13 @@
 One `BasicRNNCell` of 100 relu units unrolled by `dynamic_rnn` over the 100 steps of
 t*sin(t)/3 + 2*sin(5t); the outputs of every step are stacked, projected by one dense layer and
 unstacked; MSE; Adam 1e-3; batch 1 (the same window every iteration). As in the book, the MSE is
-evaluated every 100 iterations.
+evaluated every 100 iterations. The losses of the last `--tail` training steps are fetched with
+them (the same forward pass) for `tail_mse`, their mean.
 
 It needs TensorFlow with the `tf-keras` package and TF_USE_LEGACY_KERAS=1 (Keras 3 has no
 `BasicRNNCell`); this program sets the variable itself before importing TensorFlow.
 
-usage: python benchmarks/tf1/sine.py --seed 0 --iterations 2000 --warmup 200 [--out FILE]
+usage: python benchmarks/tf1/sine.py --seed 0 --iterations 2000 --warmup 200 [--tail 200] [--out FILE]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200, help="iterations before the steady-state clock starts")
+    parser.add_argument("--tail", type=int, default=200, help="the last steps whose mean loss is tail_mse")
     parser.add_argument("--out", default=None, help="JSON record (default: stdout)")
     args = parser.parse_args(argv)
 
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     x_batch, y_batch = _harness.sine_window()
     feed = {X: x_batch, y: y_batch}
     curve = []
+    tail = []
     with v1.Session() as sess:
         sess.run(v1.global_variables_initializer())
         cpu0 = time.process_time()
@@ -66,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
                 steady_start = time.perf_counter()
             if iteration % 100 == 0:  # the book's progress print
                 curve.append((iteration, float(sess.run(loss, feed_dict=feed))))
-            sess.run(training_op, feed_dict=feed)
+            if iteration >= args.iterations - args.tail:
+                tail.append(float(sess.run([training_op, loss], feed_dict=feed)[1]))
+            else:
+                sess.run(training_op, feed_dict=feed)
         end = time.perf_counter()
         cpu = time.process_time() - cpu0
         final_mse = float(sess.run(loss, feed_dict=feed))
@@ -84,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         "ms_per_iter_steady": 1000 * steady / (args.iterations - args.warmup),
         "cpu_ms_per_iter": 1000 * cpu / args.iterations,
         "final_mse": final_mse,
+        "tail": args.tail,
+        "tail_mse": sum(tail) / len(tail),
         "curve": curve,
         "versions": _harness.tensorflow_versions(),
     })
