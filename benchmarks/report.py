@@ -8,12 +8,13 @@ to recompute its summaries from the records and regenerate its results.md:
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from _harness import ACCURACY_TARGET, first_at_least
+from _harness import ACCURACY_TARGET, first_at_least, replace_section
 
 # The issue's targets (same machine, same run of the benchmark).
 SINE_VS_TF1 = 3.0  # the spec's run at least 3x faster per iteration than the TF1 program
@@ -42,6 +43,25 @@ def label(variant: str, spec_variant: str | None = None) -> str:
 def _median(values: list[float]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float] | None:
+    """A distribution-free confidence interval for the median: the order statistics x(k) and
+    x(n+1-k) with the largest k whose coverage, 1 - 2 P(Binomial(n, 1/2) < k), is at least `level`.
+
+    Returns:
+        (low, high, coverage), or None when n is too small for that level.
+    """
+    xs, n = sorted(values), len(values)
+    below = 0.0  # P(Binomial(n, 1/2) < k)
+    best = None
+    for k in range(1, n // 2 + 1):
+        below += math.comb(n, k - 1) / 2**n
+        coverage = 1 - 2 * below
+        if coverage < level:
+            break
+        best = (xs[k - 1], xs[n - k], coverage)
+    return best
 
 
 def _by_variant(records: list[dict], workload: str, mode: str) -> dict[str, list[dict]]:
@@ -161,6 +181,7 @@ def end_of_training(records: list[dict], variant: str, base: str = "fit") -> dic
         "tail": {str(s): mine[s]["tail_mse"] for s in seeds},
         "ratio": {str(s): r for s, r in ratios.items()},
         "ratio_median": _median(list(ratios.values())),
+        "ratio_interval": median_interval(list(ratios.values())),
         "lower": sum(r < 1 for r in ratios.values()),
         "tail_median": _median([mine[s]["tail_mse"] for s in seeds]),
         "base_tail_median": _median([theirs[s]["tail_mse"] for s in seeds]),
@@ -196,11 +217,14 @@ def _sine_verdicts(variants: dict, end: dict, curves: list[dict], variant: str, 
             out.append(_verdict(name, None, "no run recorded the mean loss of its last steps"))
         else:
             ok = e["ratio_median"] <= 1 + MSE_TOLERANCE
+            interval = e.get("ratio_interval")
             out.append(_verdict(
                 name, ok,
                 f"mean loss of the last steps, seed by seed against fit: median ratio {e['ratio_median']:.2f} "
                 f"over {len(e['seeds'])} seeds, lower on {e['lower']} (medians {e['tail_median']:.3g} vs "
                 f"{e['base_tail_median']:.3g})",
+                f"{100 * interval[2]:.1f} % interval of the median ratio {interval[0]:.2f}–{interval[1]:.2f}: "
+                "the seeds cannot resolve 10 % either way" if interval else "",
             ))
             snapshot = e["final_median"] / e["base_final_median"]
             out.append(_verdict(
@@ -448,13 +472,15 @@ def _end_table(end: dict, spec_variant: str, config: dict) -> list[str]:
              f"training loss of the last {tail} steps (what Keras reports as the loss of an epoch of those "
              "steps), over the timed seeds and the extra seeds; the MSE after the last step alongside. "
              "TF1 draws its own initial weights, so its ratios are not paired.", "",
-             f"| program | seeds | median ratio to fit | lower than fit | mean of last {tail}, median | fit's "
-             "| after last step, median | fit's | ratio per seed |",
+             f"| program | seeds | median ratio to fit (95 % interval) | lower than fit | mean of last {tail}, median "
+             "| fit's | after last step, median | fit's | ratio per seed |",
              "|---|---|---|---|---|---|---|---|---|"]
     for variant in _order(end):
         e = end[variant]
         per_seed = " / ".join(f"{s}: {r:.2f}" for s, r in e["ratio"].items())
-        lines.append(f"| {label(variant, spec_variant)} | {len(e['seeds'])} | {e['ratio_median']:.2f} "
+        interval = e.get("ratio_interval")
+        within = f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else ""
+        lines.append(f"| {label(variant, spec_variant)} | {len(e['seeds'])} | {e['ratio_median']:.2f}{within} "
                      f"| {e['lower']} of {len(e['seeds'])} | {e['tail_median']:.3g} | {e['base_tail_median']:.3g} "
                      f"| {e['final_median']:.3g} | {e['base_final_median']:.3g} | {per_seed} |")
     return lines
@@ -494,6 +520,10 @@ def main(argv: list[str]) -> None:
     path.write_text(json.dumps(results, indent=1) + "\n")
     (path.parent / "results.md").write_text(markdown(results))
     print(f"wrote {path} (summaries recomputed) and {path.parent / 'results.md'}")
+    readme = Path(__file__).parent / "README.md"
+    if path.parent.resolve() == (Path(__file__).parent / "results").resolve() and not results["config"].get("quick"):
+        if replace_section(readme, "results", markdown(results, title="", level=3)):
+            print(f"updated the results section of {readme}")
 
 
 if __name__ == "__main__":
