@@ -9,17 +9,17 @@ benchmarks/README.md.
 
 Workloads:
   sine   specs/sine_forecast.yaml for --iterations steps, with train.jit_compile true and false,
-         and with XLA but model.loop=keras (timing only); plain fit; the TF1 program. One
-         repetition per seed (seeds 0 .. reps-1).
+         and with XLA but model.loop=keras (what scan adds, and a control); plain fit; the TF1
+         program. One repetition per seed (seeds 0 .. reps-1).
          Learning check: the exact losses of the first 50 steps of rnnflow's XLA and graph paths
-         and of plain Keras, for every seed. End of training: the mean loss of the last 200
-         steps, seed by seed against fit; --mse-seeds more seeds (reps .. reps+N-1) run the spec,
+         and of plain Keras, for every seed. End of training: the mean loss of the last steps
+         (200 of 2000; quick: 40 of 200), seed by seed against fit; --mse-seeds more seeds (reps .. reps+N-1) run the spec,
          fit and Keras' loop under XLA for that comparison only.
   mnist  specs/mnist_classifier.yaml for --mnist-epochs epochs, as written and with XLA and
          model.unroll; plain fit; the TF1 program. Test accuracy after every epoch.
          Learning check: the first 50 step losses, as for sine.
 
-usage: python benchmarks/run.py [--quick] [--reps N] [--only sine|mnist] [--out DIR]
+usage: python benchmarks/run.py [--quick] [--reps N] [--mse-seeds N] [--only sine|mnist] [--out DIR]
 
 Exit status: 0 when every process ran (whatever the verdicts), 1 when one failed.
 """

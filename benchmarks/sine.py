@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0", help="curve mode: comma-separated seeds")
     parser.add_argument("--out", default=None, help="JSON record (default: stdout)")
     args = parser.parse_args(argv)
+    if args.tail <= 0:
+        parser.error("--tail must be at least 1")
     jit = args.jit == "true"
     variant = ("rnnflow_xla" if jit else "rnnflow_graph") if args.program == "rnnflow" else "fit"
     loop = [f"model.loop={args.loop}"] if args.loop else []

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tail", type=int, default=200, help="the last steps whose mean loss is tail_mse")
     parser.add_argument("--out", default=None, help="JSON record (default: stdout)")
     args = parser.parse_args(argv)
+    if not 0 < args.tail <= args.iterations:
+        parser.error("--tail must be between 1 and --iterations")
 
     import tensorflow as tf
     import tf_keras  # noqa: F401  (fails clearly when the benchmark extra is missing)
