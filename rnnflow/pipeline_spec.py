@@ -33,7 +33,7 @@ from rnnflow.spec.yamlio import (
     Document,
     KeyPath,
     Position,
-    apply_override,
+    apply_overrides,
     format_path,
     load_yaml,
     parse_path,
@@ -191,9 +191,8 @@ def _child(pipeline: Pipeline, doc: Document, index: int, entry: RunEntry, spec_
             pos = doc.position(where + (key,), key=True)
             set_path(spec_doc, parse_path(key), value, Position(pos.source, pos.line, pos.column))
             texts.append(f"{key}={_value_text(value)}")
-    for assignment in extra:
-        apply_override(spec_doc, assignment)
-        texts.append(assignment)
+    apply_overrides(spec_doc, extra)
+    texts.extend(extra)
     pos = doc.position(entry_path)
     here = Position(pos.source, pos.line, pos.column)
     set_path(spec_doc, ("tracking", "experiment"), pipeline.experiment, here)

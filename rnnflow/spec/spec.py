@@ -14,7 +14,7 @@ from rnnflow.errors import SpecError, SpecIssue
 from rnnflow.spec.base import PATTERN_WORDS, Section, at, pattern
 from rnnflow.spec.model import ModelSpec
 from rnnflow.spec.validate import validate
-from rnnflow.spec.yamlio import Document, apply_override, load_yaml, parse_yaml
+from rnnflow.spec.yamlio import Document, apply_overrides, load_yaml, parse_yaml
 from rnnflow.steps import AnyStepSpec, PredictionsStep
 
 _TAG_KEY = re.compile(r"^[\w\-. /]{1,250}$")
@@ -221,16 +221,20 @@ def spec_from_document(doc: Document, overrides: list[str] | tuple[str, ...] = (
     Raises:
         SpecError: listing every problem with its place.
     """
+    unapplied: list[SpecIssue] = []  # overrides that cannot be applied; the rest is still validated
     if isinstance(doc.data, dict):  # else the file itself is wrong, and validation says so
-        for assignment in overrides:
-            apply_override(doc, assignment)
+        try:
+            apply_overrides(doc, overrides)
+        except SpecError as error:
+            unapplied = error.issues
     named_after_file = _with_default_name(doc)
     try:
         spec = validate(doc, Spec, what="spec")
     except SpecError as error:
-        if not named_after_file:
-            raise
-        raise SpecError([_name_from_file(issue, doc) for issue in error.issues]) from None
+        issues = [_name_from_file(issue, doc) for issue in error.issues] if named_after_file else error.issues
+        raise SpecError(unapplied + issues) from None
+    if unapplied:
+        raise SpecError(unapplied)
     spec._document = doc
     return spec
 

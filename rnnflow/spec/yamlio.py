@@ -497,6 +497,23 @@ def load_yaml(path: str | Path) -> Document:
     return parse_yaml(text, source, path=path)
 
 
+def apply_overrides(doc: Document, assignments: list[str] | tuple[str, ...]) -> None:
+    """Apply `--set` assignments in order (see `apply_override`).
+
+    Raises:
+        SpecError: listing the issue of every assignment that cannot be applied, not only the
+            first; the others are applied.
+    """
+    issues: list[SpecIssue] = []
+    for assignment in assignments:
+        try:
+            apply_override(doc, assignment)
+        except SpecError as error:
+            issues.extend(error.issues)
+    if issues:
+        raise SpecError(issues)
+
+
 def apply_override(doc: Document, assignment: str) -> None:
     """Apply one `--set key.path=value` to a Document in place.
 
