@@ -124,6 +124,9 @@ def scan(step: StepFn, z_in, recurrent_kernel, states: Sequence, params: Sequenc
     keep_output = mask is not None and not zero_output_for_mask
     mask_seq = None if mask is None else tf.expand_dims(mask, -1)
 
+    def mask_at(t):
+        return None if mask_seq is None else mask_seq[t]
+
     def full_step(z_in_t, z_rec_t, carry, p, m):
         """step with masking; carry = states (+ the previous output when it is kept)."""
         out, new = step(z_in_t, z_rec_t, list(carry[:n_states]), p)
@@ -145,7 +148,7 @@ def scan(step: StepFn, z_in, recurrent_kernel, states: Sequence, params: Sequenc
 
         def body(t, carry, outs, recs, hist):
             z_rec = tf.matmul(carry[0], u)
-            out, new = full_step(z_in[t], z_rec, carry, p, None if mask_seq is None else mask_seq[t])
+            out, new = full_step(z_in[t], z_rec, carry, p, mask_at(t))
             hist = [a.write(t, s) for a, s in zip(hist, new)]
             return t + 1, new, outs.write(t, out), recs.write(t, z_rec), hist
 
@@ -170,7 +173,7 @@ def scan(step: StepFn, z_in, recurrent_kernel, states: Sequence, params: Sequenc
                 z_in_t, z_rec_t = z_in[t], z_rec_all[t]
                 with tf.GradientTape() as tape:
                     tape.watch([z_in_t, z_rec_t, *carry, *p])
-                    out, new = full_step(z_in_t, z_rec_t, carry, p, None if mask_seq is None else mask_seq[t])
+                    out, new = full_step(z_in_t, z_rec_t, carry, p, mask_at(t))
                 g = tape.gradient([out, *new], [z_in_t, z_rec_t, *carry, *p],
                                   output_gradients=[d_outputs[t], *d_carry],
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
