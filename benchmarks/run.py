@@ -39,7 +39,7 @@ import _harness
 import report
 
 HERE = _harness.HERE
-DEFAULT_OUT = HERE / "results"
+DEFAULT_OUT = report.DEFAULT_RESULTS
 QUICK_OUT = HERE / "results" / "quick"
 
 FULL = {"iterations": 2000, "warmup": 200, "tail": 200, "reps": 5, "mse_seeds": 10, "curve_steps": 50,
@@ -304,19 +304,13 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "records": records,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    text = report.markdown(results)
-    (out / "results.md").write_text(text)
+    written = report.write_results(results, out, readme=not args.no_readme)
 
     print()
     for workload in summary.values():
         for verdict in workload["verdicts"]:
             print(f"{verdict['status']:4}  {verdict['target']}: {verdict['numbers']}")
-    print(f"\nwrote {out / 'results.json'} and {out / 'results.md'} ({results['minutes']:.1f} min)")
-    if not args.quick and out.resolve() == DEFAULT_OUT.resolve() and not args.no_readme:
-        body = report.markdown(results, title="", level=3)
-        if _harness.replace_section(HERE / "README.md", "results", body):
-            print("updated the results section of benchmarks/README.md")
+    print(f"\nwrote {', '.join(map(str, written))} ({results['minutes']:.1f} min)")
     return 1 if any(r.get("error") for r in records) else 0
 
 
