@@ -119,7 +119,7 @@ def validate(files: tuple[Path, ...], overrides: tuple[str, ...], quiet: bool) -
     Exits 0 when all files are valid, 2 otherwise. Never imports TensorFlow.
     """
     _leave_objects_to_the_os_at_exit()
-    from rnnflow.pipeline_spec import check_file
+    from rnnflow.spec.pipeline import check_file
 
     failed = 0
     for path in files:
@@ -143,7 +143,7 @@ def schema(pipeline: bool) -> None:
     import json
 
     if pipeline:
-        from rnnflow.pipeline_spec import pipeline_schema
+        from rnnflow.spec.pipeline import pipeline_schema
 
         click.echo(json.dumps(pipeline_schema(), indent=2))
     else:
@@ -230,7 +230,7 @@ def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool,
     Every resolved spec is validated first. A failing run is recorded FAILED and the others
     still run; the command then exits 1. The parent run gets a summary and overlay plots.
     """
-    from rnnflow.pipeline_spec import load_pipeline
+    from rnnflow.spec.pipeline import load_pipeline
 
     spec_pipeline, children = load_pipeline(pipeline_file, overrides)
     if dry_run:

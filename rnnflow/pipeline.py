@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnflow.errors import RnnflowError
-from rnnflow.pipeline_spec import Child, Pipeline, load_pipeline
+from rnnflow.spec.pipeline import Child, Pipeline, load_pipeline
 
 log = logging.getLogger("rnnflow")
 

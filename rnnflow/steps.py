@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic
 from pydantic import Field
 
-from rnnflow.registry import STEPS
+from rnnflow.spec.registry import STEPS
 from rnnflow.spec.base import Section, at, pattern
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from rnnflow.cli import main
 from rnnflow.data import LoadContext
 from rnnflow.errors import DataError, SpecError, SpecIssue, printable
-from rnnflow.pipeline_spec import load_pipeline
+from rnnflow.spec.pipeline import load_pipeline
 from rnnflow.spec import load_spec
 from rnnflow.spec.yamlio import load_yaml
 
@@ -205,12 +205,12 @@ def test_cli_validate_names_the_set_source():
 
 def test_cli_validate_reports_an_internal_error_in_one_line_without_a_traceback(monkeypatch):
     """A bug in the validator must still not show the user a traceback (--debug shows it)."""
-    import rnnflow.pipeline_spec
+    import rnnflow.spec.pipeline
 
     def broken(*args, **kwargs):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(rnnflow.pipeline_spec, "spec_from_document", broken)
+    monkeypatch.setattr(rnnflow.spec.pipeline, "spec_from_document", broken)
     result = CliRunner().invoke(main, ["validate", str(CORPUS / "several_errors.yaml")])
     assert result.exit_code == 1
     assert result.stderr == ("rnnflow: internal error: KeyError: 'a bug' "

@@ -18,7 +18,7 @@ from conftest import ROOT
 
 from rnnflow.cli import main
 from rnnflow.errors import SpecError
-from rnnflow.pipeline_spec import load_pipeline
+from rnnflow.spec.pipeline import load_pipeline
 
 GRU = (ROOT / "specs" / "gru_forecast.yaml").as_posix()
 TINY = {"train.iterations": 3, "data.train_windows": 20, "data.eval_windows": 4, "model.cells[0].units": 4,

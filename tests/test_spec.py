@@ -39,7 +39,7 @@ train:
 
 @pytest.mark.parametrize("path", SPECS + PIPELINES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_files_are_valid(path):
-    from rnnflow.pipeline_spec import check_file
+    from rnnflow.spec.pipeline import check_file
 
     assert check_file(path) in {"spec", "pipeline"}
 

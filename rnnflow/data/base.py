@@ -85,7 +85,7 @@ class LoadContext:
 
 
 class SourceSpec(Section):
-    """Base of `data:` source specs; subclasses register with `rnnflow.registry.SOURCES`."""
+    """Base of `data:` source specs; subclasses register with `rnnflow.spec.registry.SOURCES`."""
 
     type: str
 

@@ -7,7 +7,7 @@ import pydantic
 from pydantic import Field
 
 from rnnflow.data.base import DataBundle, LoadContext, SourceSpec, Split, Task
-from rnnflow.registry import SOURCES
+from rnnflow.spec.registry import SOURCES
 from rnnflow.spec.base import at
 
 _MAX_VALUES = 1_000_000

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from rnnflow.data.base import DataBundle, LoadContext, SourceSpec, Split, Task
 from rnnflow.errors import DataError
-from rnnflow.registry import SOURCES
+from rnnflow.spec.registry import SOURCES
 
 ENV_VAR = "RNNFLOW_MNIST"
 _URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from rnnflow.data.base import DataBundle, LoadContext, SourceSpec, Split, Task
 from rnnflow.data.inline import nested_shape
-from rnnflow.registry import SOURCES
+from rnnflow.spec.registry import SOURCES
 from rnnflow.spec.base import Section, at
 
 

@@ -6,7 +6,7 @@ import pydantic
 from pydantic import Field
 
 from rnnflow.data.base import DataBundle, LoadContext, SourceSpec, Split, Task
-from rnnflow.registry import SOURCES
+from rnnflow.spec.registry import SOURCES
 from rnnflow.spec.base import at
 
 # The series a spec may name, with the formula shown in help texts. Never an expression taken

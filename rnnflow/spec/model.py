@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic
 from pydantic import Field
 
-from rnnflow.registry import CELLS, WRAPPERS
+from rnnflow.spec.registry import CELLS, WRAPPERS
 from rnnflow.spec.base import Activation, Initializer, Section, at
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -9,7 +9,7 @@ import pydantic
 from pydantic import Field
 
 import rnnflow.data  # noqa: F401  (registers the data sources)
-from rnnflow.registry import SOURCES
+from rnnflow.spec.registry import SOURCES
 from rnnflow.errors import SpecError, SpecIssue
 from rnnflow.spec.base import PATTERN_WORDS, Section, at, pattern
 from rnnflow.spec.model import ModelSpec
