@@ -29,6 +29,9 @@ def _setup_logging() -> None:
     # TensorFlow's C++ start-up notes (no GPU found, CPU features) are noise for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's own INFO notes about its database
+    # MLflow draws a progress bar on stdout for every artifact download (predict, resume): it
+    # would mix with what rnnflow prints there.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if click.get_current_context().invoked_subcommand in _SILENT_COMMANDS:
         return
     import logging
