@@ -7,6 +7,7 @@ exit code instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 class RnnflowError(Exception):
@@ -24,6 +25,29 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def describe(value: Any) -> str:
+    """A value as a spec author would name it: null, true, the integer 3, the string 'x', a list..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        text = str(value)
+        return f"the integer {text}" if len(text) <= 30 else f"an integer of {len(text.lstrip('-'))} digits"
+    if isinstance(value, float):
+        if value != value:
+            return ".nan"
+        if value in (float("inf"), float("-inf")):
+            return ".inf" if value > 0 else "-.inf"
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        text = repr(value)
+        return f"the string {text if len(text) <= 40 else text[:37] + '...'}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
+    return "a mapping"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +85,7 @@ class SpecError(RnnflowError):
     exit_code = 2
 
     def __init__(self, issues: list[SpecIssue]):
-        self.issues = list(issues)
+        self.issues = list(dict.fromkeys(issues))  # an issue found twice (e.g. in every run of a grid) is one
         super().__init__("\n".join(str(i) for i in self.issues))
 
 

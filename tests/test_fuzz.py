@@ -315,7 +315,7 @@ def test_random_bytes_raise_only_spec_errors(fuzz_dir, raw):
 
 
 def _override_paths() -> list[str]:
-    from rnnflow.spec.yamlio import format_path
+    from rnnflow.spec.keypath import format_path
 
     return sorted({format_path(p) for d in VALID_SPECS.values() for p in _paths(d) if p})
 

@@ -15,7 +15,9 @@ from conftest import PIPELINES, ROOT, SPECS
 from rnnflow.cli import main
 from rnnflow.errors import SpecError
 from rnnflow.spec import load_spec, spec_from_text, spec_schema
-from rnnflow.spec.yamlio import apply_override, format_path, parse_path, parse_yaml
+from rnnflow.spec.keypath import format_path, parse_path
+from rnnflow.spec.overrides import apply_override
+from rnnflow.spec.yamlio import parse_yaml
 
 GOOD = """\
 name: good

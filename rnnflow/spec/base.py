@@ -1,8 +1,10 @@
 """The base of every spec section, and the small vocabularies sections share."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
+
+from rnnflow.spec.keypath import KeyPath, parse_path
 
 Activation = Literal[
     "tanh", "relu", "sigmoid", "hard_sigmoid", "elu", "selu", "gelu", "softsign", "swish", "linear"
@@ -21,8 +23,8 @@ Initializer = Literal[
 class Section(pydantic.BaseModel):
     """A spec section: unknown keys are errors, numbers must be finite, defaults are validated.
 
-    A validator that wants its error reported at a child key raises `ValueError("@key: message")`;
-    the error formatter moves the error to that key path.
+    A validator that wants its error reported at a child key raises `at(key, message)`; the error
+    formatter moves the error to that key path.
     """
 
     model_config = pydantic.ConfigDict(
@@ -38,9 +40,32 @@ class Section(pydantic.BaseModel):
     )
 
 
-def at(key: str, message: str) -> ValueError:
-    """An error to be reported at `key` below the section that raises it."""
-    return ValueError(f"@{key}: {message}")
+class KeyedError(ValueError):
+    """A validator's error about a key below the section that raises it.
+
+    Pydantic keeps the raised exception in the error's `ctx["error"]`; the error formatter reads
+    `path` from there and reports the message at that key.
+
+    Attributes:
+        path: the key path below the section, e.g. ('steps', 1, 'name').
+        message: what is wrong.
+    """
+
+    def __init__(self, path: KeyPath, message: str):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def at(key: str | KeyPath, message: str) -> KeyedError:
+    """An error to be reported at `key` below the section that raises it.
+
+    Args:
+        key: a key path as written in a spec (`steps[1].name`), or a tuple of keys (for a key that
+            is not a name, such as a tag name with spaces).
+        message: what is wrong.
+    """
+    return KeyedError(parse_path(key) if isinstance(key, str) else tuple(key), message)
 
 
 # The regular expressions of string fields, in words, for error messages.
@@ -51,3 +76,18 @@ def pattern(regex: str, words: str) -> str:
     """Declare a field pattern with its description in words (shown when a value does not match)."""
     PATTERN_WORDS[regex] = words
     return regex
+
+
+# The `name:` of specs and pipelines (it defaults to the file name, see `validate_named`).
+NAME_PATTERN = pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+    "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 100 characters",
+)
+
+
+def json_schema(model: type[pydantic.BaseModel], title: str) -> dict[str, Any]:
+    """The JSON Schema of a top-level model (a spec or a pipeline), for editors."""
+    schema = model.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = title
+    return schema

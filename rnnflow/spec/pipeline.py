@@ -26,19 +26,12 @@ from typing import Any
 from pydantic import Field
 
 from rnnflow.errors import SpecError, SpecIssue
-from rnnflow.spec.base import Section
-from rnnflow.spec.spec import NAME_PATTERN, Spec, spec_from_document
-from rnnflow.spec.validate import validate
-from rnnflow.spec.yamlio import (
-    Document,
-    KeyPath,
-    Position,
-    apply_overrides,
-    format_path,
-    load_yaml,
-    parse_path,
-    set_path,
-)
+from rnnflow.spec.base import NAME_PATTERN, Section, json_schema
+from rnnflow.spec.spec import Spec, spec_from_document
+from rnnflow.spec.validate import validate_named
+from rnnflow.spec.keypath import KeyPath, format_path, parse_path
+from rnnflow.spec.overrides import apply_overrides, set_path
+from rnnflow.spec.yamlio import Document, Position, load_yaml
 
 MAX_RUNS = 1000
 
@@ -164,8 +157,7 @@ def expand(pipeline: Pipeline, doc: Document, extra: tuple[str, ...] = ()) -> li
                 child.spec.tracking.run_name = child.name
             children.append(child)
     if issues:
-        unique = {(x.source, x.line, x.column, x.path, x.message): x for x in issues}
-        raise SpecError(list(unique.values()))
+        raise SpecError(issues)
     return children
 
 
@@ -237,9 +229,7 @@ def load_pipeline(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Pi
 
 def pipeline_from_document(doc: Document, overrides: tuple[str, ...] = ()) -> tuple[Pipeline, list[Child]]:
     """Validate a pipeline Document and expand it (see `load_pipeline`)."""
-    if isinstance(doc.data, dict) and "name" not in doc.data and doc.path is not None:
-        doc.data = {"name": doc.path.stem, **doc.data}
-    pipeline = validate(doc, Pipeline, what="pipeline")
+    pipeline = validate_named(doc, Pipeline, what="pipeline")
     return pipeline, expand(pipeline, doc, tuple(overrides))
 
 
@@ -259,7 +249,4 @@ def check_file(path: Path, overrides: tuple[str, ...] = ()) -> str:
 
 def pipeline_schema() -> dict[str, Any]:
     """The JSON Schema of pipeline files."""
-    schema = Pipeline.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "rnnflow pipeline"
-    return schema
+    return json_schema(Pipeline, "rnnflow pipeline")

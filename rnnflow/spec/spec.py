@@ -11,17 +11,14 @@ from pydantic import Field
 import rnnflow.data  # noqa: F401  (registers the data sources)
 from rnnflow.spec.registry import SOURCES
 from rnnflow.errors import SpecError, SpecIssue
-from rnnflow.spec.base import PATTERN_WORDS, Section, at, pattern
+from rnnflow.spec.base import NAME_PATTERN, Section, at, json_schema
 from rnnflow.spec.model import ModelSpec
-from rnnflow.spec.validate import validate
-from rnnflow.spec.yamlio import Document, apply_overrides, load_yaml, parse_yaml
+from rnnflow.spec.validate import validate_named
+from rnnflow.spec.overrides import apply_overrides
+from rnnflow.spec.yamlio import Document, load_yaml, parse_yaml
 from rnnflow.steps import AnyStepSpec, PredictionsStep
 
 _TAG_KEY = re.compile(r"^[\w\-. /]{1,250}$")
-NAME_PATTERN = pattern(
-    r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
-    "letters, digits, '_', '.' and '-', starting with a letter or digit, at most 100 characters",
-)
 
 LOSSES = {
     "mse": "regression",
@@ -114,7 +111,7 @@ class TrackingSpec(Section):
     def _tag_keys(cls, tags: dict[str, str]) -> dict[str, str]:
         for key in tags:
             if not _TAG_KEY.match(key):
-                raise at(key, "a tag name holds letters, digits, '_', '-', '.', ' ' and '/' "
+                raise at((key,), "a tag name holds letters, digits, '_', '-', '.', ' ' and '/' "
                          "(at most 250 characters), as MLflow requires")
         return tags
     tracking_uri: str | None = Field(
@@ -197,24 +194,6 @@ class Spec(Section):
         return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()
 
 
-def _with_default_name(doc: Document) -> bool:
-    """Name a spec without `name:` after its file; return whether it was."""
-    if isinstance(doc.data, dict) and "name" not in doc.data and doc.path is not None:
-        doc.data = {"name": doc.path.stem, **doc.data}
-        return True
-    return False
-
-
-def _name_from_file(issue: SpecIssue, doc: Document) -> SpecIssue:
-    """An error about a name the author never wrote: it is the file's, so say so."""
-    if issue.path != "name":
-        return issue
-    words = PATTERN_WORDS[NAME_PATTERN]
-    return SpecIssue(doc.source, None, None, "name",
-                     f"no name: given, and the file name '{doc.path.stem}' cannot serve as one "
-                     f"({words}); add a name: key or rename the file")
-
-
 def spec_from_document(doc: Document, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Validate a Document (after applying `--set` overrides) into a Spec.
 
@@ -227,12 +206,10 @@ def spec_from_document(doc: Document, overrides: list[str] | tuple[str, ...] = (
             apply_overrides(doc, overrides)
         except SpecError as error:
             unapplied = error.issues
-    named_after_file = _with_default_name(doc)
     try:
-        spec = validate(doc, Spec, what="spec")
+        spec = validate_named(doc, Spec, what="spec")
     except SpecError as error:
-        issues = [_name_from_file(issue, doc) for issue in error.issues] if named_after_file else error.issues
-        raise SpecError(unapplied + issues) from None
+        raise SpecError(unapplied + error.issues) from None
     if unapplied:
         raise SpecError(unapplied)
     spec._document = doc
@@ -272,8 +249,5 @@ def spec_from_text(text: str, source: str = "<spec>", overrides: list[str] | tup
 
 def spec_schema() -> dict[str, Any]:
     """The JSON Schema of specs, for editors."""
-    schema = Spec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "rnnflow spec"
-    return schema
+    return json_schema(Spec, "rnnflow spec")
 

@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 
 import pydantic
 
-from rnnflow.errors import SpecError, SpecIssue
-from rnnflow.spec.base import PATTERN_WORDS
-from rnnflow.spec.yamlio import Document, KeyPath, describe, format_path
+from rnnflow.errors import SpecError, SpecIssue, describe
+from rnnflow.spec.base import NAME_PATTERN, PATTERN_WORDS, KeyedError
+from rnnflow.spec.keypath import KeyPath, format_path
+from rnnflow.spec.yamlio import Document
 
 M = TypeVar("M", bound=pydantic.BaseModel)
-_AT = re.compile(r"^@([^:]+): (.*)$", re.S)
 
 
 def _model_classes(annotation: Any) -> list[type]:
@@ -264,26 +264,15 @@ def issues_from(error: pydantic.ValidationError, doc: Document, root: type[pydan
             path = path + ("type",)
             position = doc.position(path)
         else:
-            message = _message(item, classes, path[-1] if path else None)
-            moved = _AT.match(message)
-            if moved:  # a section's validator pointing at one of its keys
-                path = path + tuple(_split_at(moved.group(1)))
-                message = moved.group(2)
+            raised = (item.get("ctx") or {}).get("error")
+            if isinstance(raised, KeyedError):  # a section's validator pointing at one of its keys
+                path, message = path + raised.path, raised.message
+            else:
+                message = _message(item, classes, path[-1] if path else None)
             position = doc.position(path)
         issues.append(SpecIssue(position.source, position.line, position.column, format_path(path), message))
-    # One error per place and message, in document order.
-    unique = {(i.source, i.line, i.column, i.path, i.message): i for i in issues}
-    return sorted(unique.values(), key=lambda i: (i.line or 0, i.column or 0, i.path))
-
-
-def _split_at(text: str) -> list[str | int]:
-    parts: list[str | int] = []
-    for chunk in text.split("."):
-        name, *indexes = re.split(r"\[(\d+)\]", chunk)
-        if name:
-            parts.append(name)
-        parts.extend(int(i) for i in indexes if i)
-    return parts
+    # One error per place and message (SpecError drops repeats), in document order.
+    return sorted(issues, key=lambda i: (i.line or 0, i.column or 0, i.path))
 
 
 def validate(doc: Document, root: type[M], *, what: str = "spec") -> M:
@@ -306,3 +295,29 @@ def validate(doc: Document, root: type[M], *, what: str = "spec") -> M:
         return root.model_validate(doc.data)
     except pydantic.ValidationError as error:
         raise SpecError(issues_from(error, doc, root)) from None
+
+
+def validate_named(doc: Document, root: type[M], *, what: str) -> M:
+    """`validate` for a spec or pipeline, whose `name:` defaults to the file's name.
+
+    Raises:
+        SpecError: as `validate`; an unusable file name is reported as such.
+    """
+    named_after_file = isinstance(doc.data, dict) and "name" not in doc.data and doc.path is not None
+    if named_after_file:
+        doc.data = {"name": doc.path.stem, **doc.data}
+    try:
+        return validate(doc, root, what=what)
+    except SpecError as error:
+        if not named_after_file:
+            raise
+        raise SpecError([_name_from_file(issue, doc) for issue in error.issues]) from None
+
+
+def _name_from_file(issue: SpecIssue, doc: Document) -> SpecIssue:
+    """An error about a name the author never wrote: it is the file's, so say so."""
+    if issue.path != "name":
+        return issue
+    return SpecIssue(doc.source, None, None, "name",
+                     f"no name: given, and the file name '{doc.path.stem}' cannot serve as one "
+                     f"({PATTERN_WORDS[NAME_PATTERN]}); add a name: key or rename the file")

@@ -9,7 +9,6 @@ and keeps a map from each key path to its line and column, so validation errors 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 from pathlib import Path
@@ -18,8 +17,7 @@ from typing import Any
 import yaml
 
 from rnnflow.errors import SpecError, SpecIssue
-
-KeyPath = tuple[str | int, ...]
+from rnnflow.spec.keypath import KeyPath, format_path
 
 # Scalar tags a spec may use; anything else (!!python/object, !!binary, custom tags) is refused.
 _SAFE_SCALAR_TAGS = {
@@ -159,42 +157,6 @@ def _copy_data(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy_data(item) for item in value]
     return value
-
-
-def format_path(key_path: KeyPath) -> str:
-    """Render ('model', 'cells', 1, 'units') as `model.cells[1].units`.
-
-    A key that would read ambiguously (one holding '.', brackets or spaces, or an empty one, like
-    a pipeline's `model.cells[0].units` override key) is quoted: `runs[0].set['model.cells[0].units']`.
-    """
-    out = ""
-    for part in key_path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not part or any(c in part for c in ".[] "):
-            out += f"[{part!r}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-_PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_\-]*)((?:\[\d+\])*)")
-
-
-def parse_path(text: str) -> KeyPath:
-    """Parse `model.cells[0].units` into ('model', 'cells', 0, 'units').
-
-    Raises:
-        ValueError: when the text is not a key path.
-    """
-    parts: list[str | int] = []
-    for chunk in text.split("."):
-        match = _PATH_PART.fullmatch(chunk)
-        if not match:
-            raise ValueError(f"'{text}' is not a key path like model.cells[0].units")
-        parts.append(match.group(1))
-        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
-    return tuple(parts)
 
 
 def _issue(source: str, mark: Any, message: str, path: KeyPath = ()) -> SpecIssue:
@@ -495,136 +457,3 @@ def load_yaml(path: str | Path) -> Document:
     source = str(path)
     text = read_text(path, source)
     return parse_yaml(text, source, path=path)
-
-
-def apply_overrides(doc: Document, assignments: list[str] | tuple[str, ...]) -> None:
-    """Apply `--set` assignments in order (see `apply_override`).
-
-    Raises:
-        SpecError: listing the issue of every assignment that cannot be applied, not only the
-            first; the others are applied.
-    """
-    issues: list[SpecIssue] = []
-    for assignment in assignments:
-        try:
-            apply_override(doc, assignment)
-        except SpecError as error:
-            issues.extend(error.issues)
-    if issues:
-        raise SpecError(issues)
-
-
-def apply_override(doc: Document, assignment: str) -> None:
-    """Apply one `--set key.path=value` to a Document in place.
-
-    The value is parsed as YAML (so `8`, `1e-3`, `[1, 2]` and `{a: 1}` work) with the same safety
-    rules as a file. Intermediate mappings are created; list indexes must exist, or equal the
-    list's length to append. Every key the override sets or creates is reported, in later
-    errors, at the `--set` rather than at a place in the file.
-
-    Raises:
-        SpecError: when the assignment is malformed or its path cannot be set.
-    """
-    source = f"--set {assignment}"
-
-    def fail(path: str, message: str) -> SpecError:
-        return SpecError([SpecIssue(source, None, None, path, message)])
-
-    if "=" not in assignment:
-        raise fail("", "expected KEY=VALUE, like model.cells[0].units=64")
-    key_text, value_text = assignment.split("=", 1)
-    try:
-        key_path = parse_path(key_text.strip())
-    except ValueError as error:
-        raise fail("", str(error)) from None
-    if not value_text.strip():
-        # YAML reads nothing as null: `--set train=` would quietly switch training off.
-        raise fail(key_text.strip(), "no value after '='; write null to clear a key")
-    try:
-        value_doc = parse_yaml(value_text, source)
-    except SpecError as error:
-        raise SpecError([_in_value(issue, key_text) for issue in error.issues]) from None
-    set_path(doc, key_path, value_doc.data, Position(source), value_positions=value_doc.values)
-
-
-def set_path(doc: Document, key_path: KeyPath, value: Any, position: Position,
-             value_positions: dict[KeyPath, Position] | None = None) -> None:
-    """Set the value at `key_path` in a Document (an override from `--set` or a pipeline).
-
-    Errors, and the positions of everything at or below the path (and of keys created on the
-    way to it), point at `position`.
-
-    Raises:
-        SpecError: when the path cannot be set (no such list item, not inside a mapping).
-    """
-
-    def fail(path: str, message: str) -> SpecError:
-        return SpecError([SpecIssue(position.source, position.line, position.column, path, message)])
-
-    if not isinstance(doc.data, dict):
-        raise fail("", "the document is not a mapping")
-    value = copy.deepcopy(value)
-    target: Any = doc.data
-    for i, part in enumerate(key_path):
-        here = format_path(key_path[: i + 1])
-        last = i == len(key_path) - 1
-        if isinstance(part, int):
-            if not isinstance(target, list):
-                raise fail(format_path(key_path[:i]), f"is {describe(target)}, not a list")
-            if part > len(target) or (part == len(target) and not last):
-                raise fail(here, f"no such list item: the list has {len(target)} item(s)"
-                           + (f"; [{len(target)}] appends one" if last else ""))
-            if part == len(target):
-                target.append(value)
-                break
-        elif not isinstance(target, dict):
-            raise fail(format_path(key_path[:i]), f"is {describe(target)}, not a mapping: cannot set '{part}' in it")
-        elif not last and (part not in target or target[part] is None):
-            target[part] = [] if isinstance(key_path[i + 1], int) else {}
-        if last:
-            target[part] = value
-        else:
-            target = target[part]
-    # Everything at or below the path now comes from `position`, and so does any key on the way
-    # to it that the file did not have.
-    for table in (doc.values, doc.keys):
-        for existing in [p for p in table if p[: len(key_path)] == key_path]:
-            del table[existing]
-    for cut in range(1, len(key_path) + 1):
-        doc.keys.setdefault(key_path[:cut], position)
-        doc.values.setdefault(key_path[:cut], position)
-    for sub_path in value_positions or {}:
-        doc.values[key_path + sub_path] = position
-
-
-def describe(value: Any) -> str:
-    """A value as a spec author would name it: null, true, the integer 3, the string 'x', a list..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        text = str(value)
-        return f"the integer {text}" if len(text) <= 30 else f"an integer of {len(text.lstrip('-'))} digits"
-    if isinstance(value, float):
-        if value != value:
-            return ".nan"
-        if value in (float("inf"), float("-inf")):
-            return ".inf" if value > 0 else "-.inf"
-        return f"the number {value!r}"
-    if isinstance(value, str):
-        text = repr(value)
-        return f"the string {text if len(text) <= 40 else text[:37] + '...'}"
-    if isinstance(value, list):
-        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
-    return "a mapping"
-
-
-def _in_value(issue: SpecIssue, key_text: str) -> SpecIssue:
-    """An issue of an override's value, placed at the overridden key rather than a line:column."""
-    where = ""
-    if issue.line is not None:
-        where = f" (at character {issue.column} of the value)" if issue.line == 1 else (
-            f" (at line {issue.line}, character {issue.column} of the value)")
-    path = f"{key_text}.{issue.path}" if issue.path else key_text
-    return SpecIssue(issue.source, None, None, path, issue.message + where)
