@@ -121,7 +121,7 @@ def weights_digest(weights: list[Any]) -> str:
 
 def rnnflow_initial_digest(spec_path: Path, overrides: list[str]) -> str:
     """The hash of the initial weights rnnflow draws for a spec (built as `rnnflow run` builds it)."""
-    from rnnflow.compile import build_model
+    from rnnflow.build import build_model
     from rnnflow.data.base import LoadContext
     from rnnflow.spec import load_spec
     from rnnflow.train import seed_everything

@@ -19,7 +19,7 @@ def __getattr__(name: str) -> Any:
 
         return load_spec
     if name == "build_model":
-        from rnnflow.compile import build_model
+        from rnnflow.build import build_model
 
         return build_model
     if name == "run":

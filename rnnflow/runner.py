@@ -52,7 +52,7 @@ class RunResult:
         metrics: the final metrics.
         iterations: gradient steps done.
         seconds: training wall time.
-        compiled: the trained model.
+        built: the trained model.
     """
 
     run_id: str
@@ -62,7 +62,7 @@ class RunResult:
     metrics: dict[str, float]
     iterations: int
     seconds: float
-    compiled: Any = None
+    built: Any = None
 
 
 def run(
@@ -159,7 +159,7 @@ class _Run:
         self.trainer = None
 
     def execute(self) -> RunResult:
-        from rnnflow.compile import build_model
+        from rnnflow.build import build_model
         from rnnflow.data.base import LoadContext
         from rnnflow.train import Trainer, seed_everything
 
@@ -167,9 +167,9 @@ class _Run:
         # Everything that can fail on bad input happens before the MLflow run exists.
         seed_everything(spec.seed)
         data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
-        compiled = build_model(spec, data)
+        built = build_model(spec, data)
         if spec.train is not None:
-            self.trainer = Trainer(spec, compiled, data)
+            self.trainer = Trainer(spec, built, data)
             if self.resume_state is not None:
                 self.trainer.load_state(self.resume_state["arrays"])
                 self.trainer.pending = list(self.resume_state["meta"].get("pending_losses", []))
@@ -180,7 +180,7 @@ class _Run:
                     self._log_spec(self.tracker)
                 else:
                     self.tracker.set_tags({"rnnflow.resumed_from": str(self.resume_state["meta"]["iteration"])})
-                result = self._body(compiled, data, Path(tmp))
+                result = self._body(built, data, Path(tmp))
             except BaseException as error:
                 self._fail(error)
                 error.rnnflow_run_id = self.tracker.run_id  # lets a pipeline find the recorded run
@@ -225,17 +225,17 @@ class _Run:
         if self.overrides:
             tracker.log_text("\n".join(self.overrides) + "\n", "spec/overrides.txt")
 
-    def _body(self, compiled, data, tmp: Path) -> RunResult:
+    def _body(self, built, data, tmp: Path) -> RunResult:
         from rnnflow import plots
-        from rnnflow.compile import model_summary
+        from rnnflow.build import model_summary
         from rnnflow.steps import StepContext
         from rnnflow.tracking import MetricsLogger
         from rnnflow.train import evaluate
 
         spec, tracker = self.spec, self.tracker
         if self.resume is None:
-            tracker.log_text(model_summary(compiled.model) + "\n", "model_summary.txt")
-            tracker.log_params({"model.parameters": str(compiled.model.count_params())})
+            tracker.log_text(model_summary(built.model) + "\n", "model_summary.txt")
+            tracker.log_params({"model.parameters": str(built.model.count_params())})
         metrics: dict[str, float] = {}
         iterations, seconds = 0, 0.0
         if self.trainer is not None:
@@ -268,22 +268,22 @@ class _Run:
             curve = self._full_curve(result.curve)
             tracker.log_artifact(plots.loss_curve({"loss": curve}, tmp / "loss.png"))
             for which in ("train", "eval"):
-                metrics.update({f"{which}_{k}": v for k, v in evaluate(compiled, getattr(data, which), spec.train).items()})
+                metrics.update({f"{which}_{k}": v for k, v in evaluate(built, getattr(data, which), spec.train).items()})
         logged = metrics
         if self.trainer is not None and self.trainer.schedule.evaluates_at(iterations):
             # The trainer already logged this evaluation at the last step.
             logged = {k: v for k, v in metrics.items() if not k.startswith("eval_")}
         tracker.log_metrics(logged, step=iterations)
-        context = StepContext(compiled=compiled, data=data, out_dir=tmp, seed=spec.seed,
-                              predict=compiled.predict, metrics=metrics)
+        context = StepContext(built=built, data=data, out_dir=tmp, seed=spec.seed,
+                              predict=built.predict, metrics=metrics)
         for step in spec.evaluate.steps:
             for path in step.run(context):
                 tracker.log_artifact(path)
         if spec.tracking.log_model:
-            tracker.log_model(compiled.model, data.eval.inputs(slice(0, 1)))
+            tracker.log_model(built.model, data.eval.inputs(slice(0, 1)))
         tracker.end("FINISHED")
         return RunResult(tracker.run_id, tracker.experiment_id, self.uri, "FINISHED", metrics, iterations,
-                         seconds, compiled)
+                         seconds, built)
 
     def _full_curve(self, curve: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """The loss curve including points logged before a resume."""

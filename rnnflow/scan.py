@@ -20,8 +20,8 @@ additions differs (tests compare outputs and gradients with Keras' loop; `benchm
 learning curves).
 
 `ScanRNN` is Keras' `RNN` layer with this loop in place of `backend.rnn`: masks, returned
-states, configs and saving stay Keras'. Cells, options or modes it does not cover fall back to
-Keras' own loop (`scan_blockers` says why).
+states, configs and saving stay Keras'. Which layers scan is decided in `rnnflow.planner`
+(`scan_blockers` there says why a layer cannot); this module only knows how.
 """
 
 from __future__ import annotations
@@ -36,10 +36,6 @@ from rnnflow.cells import _GatedCell  # noqa: E402
 
 # f(z_in, z_rec, states, params) -> (output, new states), all pointwise.
 StepFn = Callable[[tf.Tensor, tf.Tensor, list, list], tuple]
-
-# The cells `_cell_parts` knows (rnnflow's gated cells: peephole and coupled-gate LSTMs).
-_KNOWN_CELLS = (_GatedCell, keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
-
 
 def _cell_parts(cell) -> tuple[StepFn, list]:
     """(pointwise step, the extra weights it uses) for a supported cell: the cell's own code where
@@ -56,7 +52,7 @@ def _cell_parts(cell) -> tuple[StepFn, list]:
             return h, [h, c]
 
         return step, []
-    if isinstance(cell, keras.layers.GRUCell):  # reset_after only (scan_blockers)
+    if isinstance(cell, keras.layers.GRUCell) and cell.reset_after:  # the planner never scans the other GRU
         # Keras' GRUCell has no method for the part after the matmuls: its `call`, written again.
         params = [cell.bias[1]] if cell.use_bias else []
 
@@ -87,18 +83,6 @@ def _input_bias(cell):
     if isinstance(cell, keras.layers.GRUCell):
         return cell.bias[0]  # reset_after: (input bias, recurrent bias)
     return cell.bias
-
-
-def scan_blockers(cell) -> list[str]:
-    """Why `ScanRNN` would fall back to Keras' loop for this cell (empty when it would not)."""
-    if not isinstance(cell, _KNOWN_CELLS):
-        return [f"no scan loop for {type(cell).__name__} cells"]
-    reasons = []
-    if isinstance(cell, keras.layers.GRUCell) and not cell.reset_after:
-        reasons.append("gru with reset_after: false has two recurrent matmuls per step")
-    if getattr(cell, "dropout", 0) or getattr(cell, "recurrent_dropout", 0):
-        reasons.append("the cell has Keras dropout")
-    return reasons
 
 
 def scan(step: StepFn, z_in, recurrent_kernel, states: Sequence, params: Sequence, mask=None,
@@ -200,12 +184,12 @@ class ScanRNN(keras.layers.RNN):
     """Keras' `RNN` layer with rnnflow's scan loop (see the module docstring).
 
     Takes the same arguments as `keras.layers.RNN`. Falls back to Keras' loop when the layer is
-    unrolled, runs backwards, or its cell has `scan_blockers`.
+    unrolled or runs backwards.
     """
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         cell = self.cell
-        if self.unroll or self.go_backwards or scan_blockers(cell):
+        if self.unroll or self.go_backwards:
             return super().inner_loop(sequences, initial_state, mask, training=training)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]

@@ -9,19 +9,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def describe(spec: Spec) -> str:
-    """The compiled model's summary, parameter count, per-layer kernels and execution path."""
-    from rnnflow.compile import build_model, model_summary
+    """The built model's summary, parameter count, each layer's plan with its reasons, and how
+    training executes."""
+    from rnnflow.build import build_model, model_summary
     from rnnflow.data.base import LoadContext
 
     data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
-    compiled = build_model(spec, data)
-    lines = ["", "# model", model_summary(compiled.model).rstrip(),
-             f"parameters: {compiled.model.count_params():,}", "", "# layers"]
-    for plan in compiled.plans:
+    built = build_model(spec, data)
+    lines = ["", "# model", model_summary(built.model).rstrip(),
+             f"parameters: {built.model.count_params():,}", "", "# layers"]
+    for plan in built.plans:
         where = plan.device or "default device"
         lines.append(f"{plan.name}: {plan.cell.type}, {plan.cell.units} units, {plan.cell.activation}, "
-                     f"{plan.kernel}, {where}")
-        if plan.kernel == "scan":
+                     f"{plan.execution} ({plan.why}), {where}")
+        if plan.execution == "scan":
             lines.append("  loop: scan (rnnflow's loop, hand-written backward pass; model.loop: scan)")
         elif plan.scan_blockers:
             lines.append("  loop: Keras' (model.loop is scan, but " + "; ".join(plan.scan_blockers) + ")")

@@ -17,7 +17,7 @@ from rnnflow.spec.registry import STEPS
 from rnnflow.spec.base import Section, at, pattern
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rnnflow.compile import CompiledModel
+    from rnnflow.build import BuiltModel
     from rnnflow.data.base import DataBundle, Split
 
 # Artifact names are plain file names: nothing can point outside the run's artifact folder.
@@ -32,7 +32,7 @@ class StepContext:
     """What a step can use.
 
     Attributes:
-        compiled: the trained model and its probe model.
+        built: the trained model and its probe model.
         data: the data bundle.
         out_dir: the folder whose files are logged as the run's artifacts.
         seed: the spec's seed.
@@ -40,7 +40,7 @@ class StepContext:
         metrics: metrics measured so far; a step may add its own.
     """
 
-    compiled: "CompiledModel"
+    built: "BuiltModel"
     data: "DataBundle"
     out_dir: Path
     seed: int
@@ -214,7 +214,7 @@ class GenerateStep(StepSpec):
             values = np.asarray(self.values[-steps:], np.float32).reshape(-1, 1)
             window = np.zeros((steps, features), np.float32)
             window[steps - len(values):] = np.repeat(values, features, axis=1)
-        sequence = context.compiled.generate(window, self.length)
+        sequence = context.built.generate(window, self.length)
         seed_rows = [[i - steps, *map(float, window[i]), 1] for i in range(steps)]
         gen_rows = [[i, *map(float, sequence[i]), 0] for i in range(len(sequence))]
         files = [write_csv(context.out_dir / f"{self.stem}.csv", ["step", *_columns("value", features), "seed"],
@@ -240,7 +240,7 @@ class OutputsStep(StepSpec):
     def run(self, context: StepContext) -> list[Path]:
         split = getattr(context.data, self.split)
         n = min(len(split), self.rows)
-        probe = context.compiled.probe(split, n)
+        probe = context.built.probe(split, n)
         record: dict[str, Any] = {"inputs": split.x[:n].tolist()}
         if split.lengths is not None:
             record["lengths"] = split.lengths[:n].tolist()

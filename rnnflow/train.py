@@ -26,7 +26,7 @@ from rnnflow.errors import TrainingError  # noqa: E402
 from rnnflow.schedule import plan  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rnnflow.compile import CompiledModel
+    from rnnflow.build import BuiltModel
     from rnnflow.data.base import DataBundle, Split
     from rnnflow.spec import Spec
     from rnnflow.spec.spec import TrainSpec
@@ -162,17 +162,17 @@ class Trainer:
 
     Args:
         spec: the validated spec (its `train` section must not be null).
-        compiled: the model.
+        built: the model.
         data: the data.
         callbacks: Keras callbacks (progress bar, tracking, ...).
     """
 
-    def __init__(self, spec: Spec, compiled: CompiledModel, data: DataBundle, callbacks=()):
+    def __init__(self, spec: Spec, built: BuiltModel, data: DataBundle, callbacks=()):
         assert spec.train is not None
         self.spec = spec
         self.train_spec = spec.train
-        self.compiled = compiled
-        self.model = compiled.model
+        self.built = built
+        self.model = built.model
         self.data = data
         self.callbacks = list(callbacks)
         self.optimizer = make_optimizer(spec.train)
@@ -301,7 +301,7 @@ class Trainer:
 
     def evaluate(self, which: str) -> dict[str, float]:
         """Loss and metrics on the `train` or `eval` split."""
-        return evaluate(self.compiled, getattr(self.data, which), self.train_spec)
+        return evaluate(self.built, getattr(self.data, which), self.train_spec)
 
     # --- checkpoints ---
 
@@ -332,7 +332,7 @@ class Trainer:
         self.iteration.assign(int(arrays["iteration"]))
 
 
-def evaluate(compiled: CompiledModel, split: Split, train: TrainSpec) -> dict[str, float]:
+def evaluate(built: BuiltModel, split: Split, train: TrainSpec) -> dict[str, float]:
     """Loss and metrics of the model on a split."""
-    pred = compiled.predict(split)
+    pred = built.predict(split)
     return metric_values(list(train.metrics), train.loss, split, pred, train.top_k)

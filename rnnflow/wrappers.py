@@ -159,7 +159,7 @@ class DeviceWrapper(keras.layers.Wrapper):
 
     Keras layers create some variables as they are constructed (every Keras RNN cell and the
     `DropoutWrapper` own a seed generator whose state is a variable), before this wrapper exists:
-    construct the wrapped layer inside `device_scope(device)` too, as `rnnflow.compile` does and
+    construct the wrapped layer inside `device_scope(device)` too, as `rnnflow.build` does and
     `from_config` does when a saved model is loaded.
 
     Args:

@@ -124,10 +124,10 @@ SEED_STEPS = [
 
 
 def compile_spec(model: dict, data: dict, seed: int = 42):
-    """A forward-only spec (`train: null`) built from dicts and compiled: (CompiledModel, DataBundle)."""
+    """A forward-only spec (`train: null`) built from dicts and built: (BuiltModel, DataBundle)."""
     import yaml
 
-    from rnnflow.compile import build_model
+    from rnnflow.build import build_model
     from rnnflow.data.base import LoadContext
     from rnnflow.spec import spec_from_text
 

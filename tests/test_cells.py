@@ -51,9 +51,9 @@ def test_cell_matches_numpy_reference(name):
     from rnnflow.cells import CIFGLSTMCell, ForgetBiasLSTMCell, PeepholeLSTMCell
 
     cell = CELLS[name]
-    compiled, data = compile_spec({"cells": [cell], "projection": None}, inline(X))
+    built, data = compile_spec({"cells": [cell], "projection": None}, inline(X))
     layer_name = f"{cell['type']}_0"
-    layer = compiled.model.get_layer(layer_name)
+    layer = built.model.get_layer(layer_name)
     # The compiled layer is the implementation the test claims to check.
     expected_cell = {
         "rnn": keras.layers.SimpleRNNCell,
@@ -71,8 +71,8 @@ def test_cell_matches_numpy_reference(name):
 
     weights = fix_weights(layer, seed=sum(map(ord, name)))
     expected, expected_states = run_reference(reference_step(cell, weights), data.train.x, cell["units"])
-    probe = compiled.probe_model(data.train.x, training=False)
-    np.testing.assert_allclose(np.asarray(compiled.model(data.train.x)), expected, rtol=RTOL, atol=ATOL)
+    probe = built.probe_model(data.train.x, training=False)
+    np.testing.assert_allclose(np.asarray(built.model(data.train.x)), expected, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(np.asarray(probe["outputs"]), expected, rtol=RTOL, atol=ATOL)
     states = as_list(probe["states"][layer_name])
     assert len(states) == len(expected_states)
@@ -102,7 +102,7 @@ def test_forget_bias_in_both_keras_lstm_code_paths(implementation):
 
 def test_seed_two_time_steps_by_hand():
     """The seed's hand-built RNN: Y0 = tanh(X0 Wx + b), Y1 = tanh(Y0 Wy + X1 Wx + b)."""
-    compiled, data = compile_spec(
+    built, data = compile_spec(
         {"cells": [{"type": "rnn", "units": 5, "activation": "tanh"}], "projection": None},
         {"type": "inline", "inputs": SEED_STEPS, "time_major": True},
     )
@@ -110,7 +110,7 @@ def test_seed_two_time_steps_by_hand():
     wx = rng.standard_normal((3, 5)).astype(np.float32)
     wy = rng.standard_normal((5, 5)).astype(np.float32)
     b = (0.1 * rng.standard_normal(5)).astype(np.float32)
-    layer = compiled.model.get_layer("rnn_0")
+    layer = built.model.get_layer("rnn_0")
     layer.cell.kernel.assign(wx)
     layer.cell.recurrent_kernel.assign(wy)
     layer.cell.bias.assign(b)
@@ -119,7 +119,7 @@ def test_seed_two_time_steps_by_hand():
     y0 = np.tanh(x0 @ wx + b)
     y1 = np.tanh(y0 @ wy + x1 @ wx + b)
     assert data.train.x.shape == (4, 2, 3)  # time-major input, batch-major model
-    out = np.asarray(compiled.model(data.train.x))
+    out = np.asarray(built.model(data.train.x))
     np.testing.assert_allclose(out[:, 0], y0, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(out[:, 1], y1, rtol=RTOL, atol=ATOL)
 
@@ -180,11 +180,11 @@ MASKED_CASES = {
 def test_variable_length_outputs_zero_and_final_state_of_last_valid_step(name):
     """Padded inputs (lengths 2,1,2,2): TF1 dynamic_rnn(sequence_length=...) semantics."""
     cell, unroll = MASKED_CASES[name]
-    compiled, data = compile_spec({"cells": [cell], "projection": None, "unroll": unroll}, PADDED)
-    assert compiled.masked
+    built, data = compile_spec({"cells": [cell], "projection": None, "unroll": unroll}, PADDED)
+    assert built.masked
     layer_name = f"{cell['type']}_0"
-    weights = fix_weights(compiled.model.get_layer(layer_name), seed=11, scale=0.2)
-    probe = compiled.probe_model(data.train.inputs(), training=False)
+    weights = fix_weights(built.model.get_layer(layer_name), seed=11, scale=0.2)
+    probe = built.probe_model(data.train.inputs(), training=False)
     outputs = np.asarray(probe["outputs"])
     # Exactly zero past each length, not merely small.
     for row, length in enumerate(LENGTHS):
@@ -223,19 +223,19 @@ def test_variable_length_last_output_is_the_last_valid_steps(name):
     output at the padded last position.
     """
     cell, unroll = LAST_CASES[name]
-    compiled, data = compile_spec({"cells": [cell], "projection": None, "output": "last", "unroll": unroll},
+    built, data = compile_spec({"cells": [cell], "projection": None, "output": "last", "unroll": unroll},
                                   PADDED)
     layer_name = f"{cell['type']}_0"
-    weights = fix_weights(compiled.model.get_layer(layer_name), seed=17, scale=0.2)
+    weights = fix_weights(built.model.get_layer(layer_name), seed=17, scale=0.2)
     expected, expected_states = run_reference(
         reference_step(cell, weights), data.train.x, cell["units"], lengths=LENGTHS
     )
     last = expected[np.arange(4), np.asarray(LENGTHS) - 1]
-    out = np.asarray(compiled.model(data.train.inputs()))
+    out = np.asarray(built.model(data.train.inputs()))
     assert out.shape == (4, cell["units"])
     np.testing.assert_allclose(out, last, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(out, expected_states[0], rtol=RTOL, atol=ATOL)  # = the final h
-    states = as_list(compiled.probe_model(data.train.inputs(), training=False)["states"][layer_name])
+    states = as_list(built.probe_model(data.train.inputs(), training=False)["states"][layer_name])
     for got, want in zip(states, expected_states):
         np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL, atol=ATOL)
 
@@ -244,8 +244,8 @@ def test_keras_without_zero_output_for_mask_repeats_the_previous_output():
     """Why the compiler sets zero_output_for_mask: Keras' default repeats the last valid output."""
     import keras
 
-    compiled, data = compile_spec({"cells": [{"type": "rnn", "units": 5}], "projection": None}, PADDED)
-    ours = compiled.model.get_layer("rnn_0")
+    built, data = compile_spec({"cells": [{"type": "rnn", "units": 5}], "projection": None}, PADDED)
+    ours = built.model.get_layer("rnn_0")
     fix_weights(ours, seed=11, scale=0.2)
     assert ours.zero_output_for_mask is True
     plain = keras.layers.SimpleRNN(5, return_sequences=True)  # zero_output_for_mask=False by default
@@ -253,7 +253,7 @@ def test_keras_without_zero_output_for_mask_repeats_the_previous_output():
     plain.set_weights(ours.get_weights())
     mask = np.arange(2)[None, :] < np.asarray(LENGTHS)[:, None]
     repeated = np.asarray(plain(data.train.x, mask=mask))
-    zeroed = np.asarray(compiled.model(data.train.inputs()))
+    zeroed = np.asarray(built.model(data.train.inputs()))
     np.testing.assert_allclose(repeated[1, 0], zeroed[1, 0], rtol=RTOL, atol=ATOL)
     assert np.all(repeated[1, 1] == repeated[1, 0]) and np.any(repeated[1, 1] != 0.0)
     assert np.all(zeroed[1, 1] == 0.0)
@@ -312,16 +312,16 @@ def test_saved_model_with_custom_cell_loads_back(cell_type, tmp_path):
 
     import rnnflow.cells
 
-    compiled, data = compile_spec({"cells": [SAVED_CELLS[cell_type]], "projection": {"units": 2}}, inline(X))
-    randomize(compiled.model, seed=2)
+    built, data = compile_spec({"cells": [SAVED_CELLS[cell_type]], "projection": {"units": 2}}, inline(X))
+    randomize(built.model, seed=2)
     cls = {"lstm": rnnflow.cells.ForgetBiasLSTMCell, "peephole_lstm": rnnflow.cells.PeepholeLSTMCell,
            "cifg_lstm": rnnflow.cells.CIFGLSTMCell}[cell_type]
-    assert type(compiled.model.get_layer(f"{cell_type}_0").cell) is cls
+    assert type(built.model.get_layer(f"{cell_type}_0").cell) is cls
     path = tmp_path / "m.keras"
-    compiled.model.save(path)
+    built.model.save(path)
     loaded = keras.saving.load_model(path)
     assert type(loaded.get_layer(f"{cell_type}_0").cell) is cls
-    assert plain(loaded.get_config()) == plain(compiled.model.get_config())
+    assert plain(loaded.get_config()) == plain(built.model.get_config())
     np.testing.assert_array_equal(
-        np.asarray(loaded(data.train.x, training=False)), np.asarray(compiled.model(data.train.x, training=False))
+        np.asarray(loaded(data.train.x, training=False)), np.asarray(built.model(data.train.x, training=False))
     )

@@ -50,11 +50,11 @@ def test_tiny_run_of_every_spec(path, run_spec, client):
         assert any(a.startswith(step.stem) for a in artifacts), (step.stem, artifacts)
     if spec.tracking.log_model:
         model = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
-        inputs = result.compiled.model.inputs
+        inputs = result.built.model.inputs
         sample = {t.name: np.zeros((2, *t.shape[1:]), t.dtype) for t in inputs}
         sample = sample if len(inputs) > 1 else next(iter(sample.values()))
         pred = np.asarray(model(sample, training=False))
-        expected = np.asarray(result.compiled.model(sample, training=False))
+        expected = np.asarray(result.built.model(sample, training=False))
         np.testing.assert_allclose(pred, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -99,9 +99,9 @@ def test_show_prints_resolved_spec_and_model(mlflow_store):
 def test_mixed_precision_computes_in_half_and_keeps_float32_variables(run_spec, precision, compute):
     path = next(p for p in SPECS if p.stem == "gru_forecast")
     result = run_spec(path, [f"model.precision={precision}", "train.iterations=4"])
-    layer = result.compiled.model.get_layer("gru_0")
+    layer = result.built.model.get_layer("gru_0")
     assert layer.compute_dtype == compute and layer.variable_dtype == "float32"
-    assert result.compiled.model.output.dtype == "float32"
+    assert result.built.model.output.dtype == "float32"
     assert np.isfinite(result.metrics["train_loss"]) and np.isfinite(result.metrics["eval_loss"])
 
 
@@ -111,7 +111,7 @@ def test_mixed_precision_computes_in_half_and_keeps_float32_variables(run_spec, 
 ])
 def test_outputs_that_do_not_match_the_targets_are_refused(override, message):
     """A (N, T, 3) prediction minus a (N, T, 1) target broadcasts: the loss would be silently wrong."""
-    from rnnflow.compile import build_model
+    from rnnflow.build import build_model
     from rnnflow.errors import SpecError
     from rnnflow.spec import load_spec
 
@@ -124,7 +124,7 @@ def test_outputs_that_do_not_match_the_targets_are_refused(override, message):
 def test_model_summary_keeps_the_param_column(monkeypatch):
     """Keras draws the summary with rich, whose console is 80 columns when not a terminal: a table
     drawn wider lost its right-hand column (Param #) in model_summary.txt and `rnnflow show`."""
-    from rnnflow.compile import build_model, model_summary
+    from rnnflow.build import build_model, model_summary
     from rnnflow.spec import load_spec
 
     monkeypatch.delenv("COLUMNS", raising=False)

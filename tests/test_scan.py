@@ -29,7 +29,7 @@ def _scan_and_keras(cell: dict, data: dict):
     """The same one-layer model compiled with model.loop scan and keras, sharing weights."""
     scan, bundle = compile_spec({"cells": [cell], "projection": None, "loop": "scan"}, data)
     keras_loop, _ = compile_spec({"cells": [cell], "projection": None, "loop": "keras"}, data)
-    assert scan.plans[0].kernel == "scan" and keras_loop.plans[0].kernel != "scan"
+    assert scan.plans[0].execution == "scan" and keras_loop.plans[0].execution != "scan"
     randomize(scan.model, seed=sum(map(ord, str(cell))), scale=0.5)
     keras_loop.model.set_weights(scan.model.get_weights())
     return scan, keras_loop, bundle
@@ -43,15 +43,15 @@ def test_scan_forward_matches_numpy_reference(name, padded):
 
     cell = SCAN_CELLS[name]
     data = PADDED if padded else inline(X)
-    compiled, bundle = compile_spec({"cells": [cell], "projection": None, "loop": "scan"}, data)
+    built, bundle = compile_spec({"cells": [cell], "projection": None, "loop": "scan"}, data)
     layer_name = f"{cell['type']}_0"
-    layer = compiled.model.get_layer(layer_name)
-    assert type(layer) is ScanRNN and compiled.plans[0].kernel == "scan"
+    layer = built.model.get_layer(layer_name)
+    assert type(layer) is ScanRNN and built.plans[0].execution == "scan"
     weights = fix_weights(layer, seed=sum(map(ord, name)), scale=0.2 if padded else 0.5)
     lengths = LENGTHS if padded else None
     expected, expected_states = run_reference(reference_step(cell, weights), bundle.train.x, cell["units"],
                                               lengths=lengths)
-    probe = compiled.probe_model(bundle.train.inputs(), training=False)
+    probe = built.probe_model(bundle.train.inputs(), training=False)
     np.testing.assert_allclose(np.asarray(probe["outputs"]), expected, rtol=RTOL, atol=ATOL)
     if padded:
         outputs = np.asarray(probe["outputs"])
@@ -63,12 +63,12 @@ def test_scan_forward_matches_numpy_reference(name, padded):
         np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL, atol=ATOL)
 
 
-def _gradients(compiled, inputs, jit: bool):
+def _gradients(built, inputs, jit: bool):
     """d(loss)/d(weights) with a loss that reads every output step and every final state."""
     import tensorflow as tf
 
-    model = compiled.probe_model
-    variables = compiled.model.trainable_weights
+    model = built.probe_model
+    variables = built.model.trainable_weights
 
     def grads():
         with tf.GradientTape() as tape:
@@ -109,10 +109,10 @@ def test_scan_training_steps_follow_keras_loop():
 
     losses = {}
     for loop in ("keras", "scan"):
-        spec, compiled, data = _tiny_sine(loop)
-        assert compiled.plans[0].kernel == ("scan" if loop == "scan" else "fused")
-        randomize(compiled.model, seed=3, scale=0.3)
-        result = Trainer(spec, compiled, data).run()
+        spec, built, data = _tiny_sine(loop)
+        assert built.plans[0].execution == ("scan" if loop == "scan" else "fused")
+        randomize(built.model, seed=3, scale=0.3)
+        result = Trainer(spec, built, data).run()
         assert [at for at, _ in result.curve] == list(range(1, 11))
         losses[loop] = np.asarray([loss for _, loss in result.curve])
     assert np.all(np.isfinite(losses["scan"]))
@@ -123,7 +123,7 @@ def test_scan_training_steps_follow_keras_loop():
 def _tiny_sine(loop: str):
     from conftest import ROOT
 
-    from rnnflow.compile import build_model
+    from rnnflow.build import build_model
     from rnnflow.data.base import LoadContext
     from rnnflow.spec import load_spec
 
@@ -148,18 +148,18 @@ def _tiny_sine(loop: str):
 def test_scan_falls_back_to_keras_loop_and_says_why(model, reason):
     from rnnflow.scan import ScanRNN
 
-    compiled, _ = compile_spec({**model, "loop": "scan"}, inline(X))
-    plan = compiled.plans[0]
-    assert plan.kernel != "scan"
+    built, _ = compile_spec({**model, "loop": "scan"}, inline(X))
+    plan = built.plans[0]
+    assert plan.execution != "scan"
     assert any(reason in r for r in plan.scan_blockers), plan.scan_blockers
-    assert not any(isinstance(layer, ScanRNN) for layer in compiled.model.layers)
+    assert not any(isinstance(layer, ScanRNN) for layer in built.model.layers)
 
 
 def test_scan_only_below_the_layers_that_need_keras_loop():
     """In a stack, only the top layer with a per-step projection falls back."""
-    compiled, _ = compile_spec({"cells": [{"type": "gru", "units": 3, "layers": 3}], "loop": "scan",
+    built, _ = compile_spec({"cells": [{"type": "gru", "units": 3, "layers": 3}], "loop": "scan",
                                 "projection": {"mode": "per_step"}}, inline(X))
-    assert [p.kernel for p in compiled.plans] == ["scan", "scan", "cell loop"]
+    assert [p.execution for p in built.plans] == ["scan", "scan", "cell loop"]
 
 
 def test_scan_with_unroll_is_a_located_spec_error():
@@ -183,15 +183,15 @@ def test_scan_model_saves_and_loads(tmp_path):
 
     from rnnflow.scan import ScanRNN
 
-    compiled, bundle = compile_spec({"cells": [{"type": "peephole_lstm", "units": 3}, {"type": "rnn", "units": 2}],
+    built, bundle = compile_spec({"cells": [{"type": "peephole_lstm", "units": 3}, {"type": "rnn", "units": 2}],
                                      "loop": "scan"}, PADDED)
-    randomize(compiled.model, seed=5)
+    randomize(built.model, seed=5)
     path = tmp_path / "model.keras"
-    compiled.model.save(path)
+    built.model.save(path)
     loaded = keras.saving.load_model(path)
     assert sum(isinstance(layer, ScanRNN) for layer in loaded.layers) == 2
     inputs = bundle.train.inputs()
-    np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(compiled.model(inputs)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(built.model(inputs)), rtol=1e-6)
 
 
 def test_show_names_the_loop_of_each_layer():

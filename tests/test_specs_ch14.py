@@ -34,7 +34,7 @@ def artifact(client, run_id: str, name: str, tmp_path: Path) -> Path:
 
 
 def load(name: str, overrides=()):
-    from rnnflow.compile import build_model
+    from rnnflow.build import build_model
     from rnnflow.data.base import LoadContext
     from rnnflow.spec import load_spec
 
@@ -46,7 +46,7 @@ def load(name: str, overrides=()):
 def test_basic_rnn_logs_both_steps_as_computed_by_hand(run_spec, client, tmp_path):
     result = run_spec("basic_rnn")
     record = json.loads(artifact(client, result.run_id, "outputs.json", tmp_path).read_text())
-    kernel, recurrent, bias = result.compiled.model.get_layer("rnn_0").get_weights()
+    kernel, recurrent, bias = result.built.model.get_layer("rnn_0").get_weights()
     x0 = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 0, 1]], np.float32)
     x1 = np.array([[9, 8, 7], [0, 0, 0], [6, 5, 4], [3, 2, 1]], np.float32)
     y0 = np.tanh(x0 @ kernel + bias)
@@ -82,10 +82,10 @@ def test_variable_length_outputs_are_zero_and_state_is_last_valid(run_spec, clie
 def test_eos_positions_do_not_count():
     from rnnflow.train import loss_value, metric_values
 
-    spec, data, compiled = load("variable_output", ["data.generate.count=20", "data.generate.eval_count=10"])
+    spec, data, built = load("variable_output", ["data.generate.count=20", "data.generate.eval_count=10"])
     split = data.eval
     assert split.weights is not None and (split.weights == 0).any()
-    pred = compiled.predict(split)
+    pred = built.predict(split)
     before = metric_values(["accuracy"], spec.train.loss, split, pred, 1)
     changed = np.where(split.weights > 0, split.y, (split.y + 3) % data.output_size)
     assert (changed != split.y).any()
@@ -144,30 +144,30 @@ def test_creative_rnn_generates_from_zeros_and_from_an_instance(run_spec, client
 
 
 def test_generation_feeds_predictions_back():
-    _, data, compiled = load("creative_rnn", ["data.train_windows=4", "data.eval_windows=2"])
+    _, data, built = load("creative_rnn", ["data.train_windows=4", "data.eval_windows=2"])
     window = data.train.x[0]
-    produced = compiled.generate(window, 3)
-    first = compiled.predict(type(data.train)(x=window[None]))[0, -1]
+    produced = built.generate(window, 3)
+    first = built.predict(type(data.train)(x=window[None]))[0, -1]
     np.testing.assert_allclose(produced[0], first, rtol=1e-5)
     second_window = np.concatenate([window[1:], produced[:1]])
-    np.testing.assert_allclose(produced[1], compiled.predict(type(data.train)(x=second_window[None]))[0, -1],
+    np.testing.assert_allclose(produced[1], built.predict(type(data.train)(x=second_window[None]))[0, -1],
                                rtol=1e-5)
 
 
 def test_deep_rnn_has_ten_layers():
-    spec, _, compiled = load("deep_rnn")
-    names = [layer.name for layer in compiled.model.layers]
+    spec, _, built = load("deep_rnn")
+    names = [layer.name for layer in built.model.layers]
     assert [f"rnn_{i}" for i in range(10)] == [n for n in names if n.startswith("rnn_")]
     assert spec.train.learning_rate == 1e-5
 
 
 def test_multi_device_falls_back_with_one_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="rnnflow"):
-        _, _, compiled = load("multi_device")
+        _, _, built = load("multi_device")
     warnings = [r for r in caplog.records if "devices not found" in r.getMessage()]
     assert len(warnings) == 1
     assert all(name in warnings[0].getMessage() for name in ("/gpu:0", "/gpu:1", "/gpu:2"))
-    assert [p.device for p in compiled.plans] == [None, None, None]
+    assert [p.device for p in built.plans] == [None, None, None]
 
 
 def test_dropout_model_predicts_deterministically(run_spec, client, tmp_path):
@@ -180,7 +180,7 @@ def test_dropout_model_predicts_deterministically(run_spec, client, tmp_path):
     assert first.shape == (8, 20, 1)
     # Dropout is real while training: two training-mode passes differ.
     x = np.ones((1, 20, 1), np.float32)
-    model = result.compiled.model
+    model = result.built.model
     assert not np.allclose(model(x, training=True), model(x, training=True))
     np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
     # From a file, and written to a file.

@@ -111,12 +111,12 @@ def identity_rnn(dropout: dict, unroll: bool):
     Through it the dropout masks are visible: output(t) = dropped(x(t)) (or dropped(h(t))).
     """
     cell = {"type": "rnn", "units": 5, "activation": "linear", "wrappers": [{"type": "dropout", **dropout}]}
-    compiled, data = compile_spec({"cells": [cell], "projection": None, "unroll": unroll}, inline(ONES))
-    inner = compiled.model.get_layer("rnn_0").cell.cell
+    built, data = compile_spec({"cells": [cell], "projection": None, "unroll": unroll}, inline(ONES))
+    inner = built.model.get_layer("rnn_0").cell.cell
     inner.kernel.assign(np.eye(5, dtype=np.float32))
     inner.recurrent_kernel.assign(np.zeros((5, 5), np.float32))
     inner.bias.assign(np.zeros(5, np.float32))
-    return compiled, data
+    return built, data
 
 
 @pytest.mark.parametrize("unroll", [False, True], ids=["dynamic", "unroll"])
@@ -126,11 +126,11 @@ def test_dropout_drops_about_the_rate_with_a_fresh_mask_each_step(where, unroll)
     import tensorflow as tf
 
     key = {"input": "keep_prob", "output": "output_keep_prob"}[where]
-    compiled, data = identity_rnn({key: 0.75}, unroll)
+    built, data = identity_rnn({key: 0.75}, unroll)
     x = data.train.x
-    np.testing.assert_array_equal(np.asarray(compiled.model(x)), x)  # inference: nothing dropped
+    np.testing.assert_array_equal(np.asarray(built.model(x)), x)  # inference: nothing dropped
 
-    eager = lambda v: compiled.model(v, training=True)  # noqa: E731
+    eager = lambda v: built.model(v, training=True)  # noqa: E731
     graph = tf.function(eager)  # the way fit() runs it: inside a traced while loop
     for run in (eager, graph):
         first, second = np.asarray(run(x)), np.asarray(run(x))
@@ -214,11 +214,11 @@ def test_state_dropout_keeps_the_lstm_memory_cell(unroll):
     """state_keep_prob 0.5 on one step: output and c are the NumPy values; only the state h is dropped."""
     x = np.random.default_rng(13).normal(0.0, 1.0, (32, 1, 3)).round(3)
     cell = {"type": "lstm", "units": 4, "wrappers": [{"type": "dropout", "state_keep_prob": 0.5}]}
-    compiled, data = compile_spec({"cells": [cell], "projection": None, "unroll": unroll}, inline(x))
-    layer = compiled.model.get_layer("lstm_0")
+    built, data = compile_spec({"cells": [cell], "projection": None, "unroll": unroll}, inline(x))
+    layer = built.model.get_layer("lstm_0")
     weights = fix_weights(layer, seed=14)
     expected, (want_h, want_c) = run_reference(reference_step({"type": "lstm"}, weights), data.train.x, 4)
-    probe = compiled.probe_model(data.train.x, training=True)
+    probe = built.probe_model(data.train.x, training=True)
     h, c = as_list(probe["states"]["lstm_0"])
     h, c = np.asarray(h), np.asarray(c)
     np.testing.assert_allclose(np.asarray(probe["outputs"]), expected, rtol=RTOL, atol=ATOL)
@@ -290,24 +290,24 @@ DEVICE_SCRIPT = textwrap.dedent(
 
 
     def report(cell, training):
-        compiled, data = compile_spec({"cells": [cell], "projection": None},
+        built, data = compile_spec({"cells": [cell], "projection": None},
                                       {"type": "inline", "inputs": x.tolist()})
-        out = {"plans": [p.device for p in compiled.plans], "wrappers": [], "variables": {}, "ops": {},
+        out = {"plans": [p.device for p in built.plans], "wrappers": [], "variables": {}, "ops": {},
                "loop_ops": {}, "weights": {}, "loaded_variables": {}}
         for i in range(3):
-            layer = compiled.model.get_layer(f"{cell['type']}_{i}")
+            layer = built.model.get_layer(f"{cell['type']}_{i}")
             out["wrappers"].append(type(layer).__name__)
             # All variables, the dropout seed states included, not only the trainable weights.
             out["variables"][layer.name] = [(v.path, v.value.device) for v in layer.variables]
             out["weights"][layer.name] = {k: v.tolist() for k, v in fix_weights(layer, seed=i).items()}
-        out["outputs"] = np.asarray(compiled.model(data.train.x)).tolist()
+        out["outputs"] = np.asarray(built.model(data.train.x)).tolist()
         with tempfile.TemporaryDirectory() as folder:
-            compiled.model.save(folder + "/m.keras")
+            built.model.save(folder + "/m.keras")
             loaded = keras.saving.load_model(folder + "/m.keras")
         for i in range(3):
             layer = loaded.get_layer(f"{cell['type']}_{i}")
             out["loaded_variables"][layer.name] = [(v.path, v.value.device) for v in layer.variables]
-        function = tf.function(lambda v: compiled.model(v, training=training))
+        function = tf.function(lambda v: built.model(v, training=training))
         graph = function.get_concrete_function(tf.constant(data.train.x)).graph
         collect(graph.get_operations(), out["ops"])
         for body in graph._functions.values():  # the while loops' bodies: the per-step ops
@@ -394,14 +394,14 @@ def test_missing_device_falls_back_with_one_warning(rnnflow_warnings):
     from rnnflow.wrappers import DeviceWrapper
 
     cell = {"type": "rnn", "units": 3, "layers": 3, "wrappers": [{"type": "device", "device": "/gpu:5"}]}
-    compiled, data = compile_spec({"cells": [cell], "projection": None}, inline(X))
+    built, data = compile_spec({"cells": [cell], "projection": None}, inline(X))
     records = [r for r in rnnflow_warnings.records if r.name == "rnnflow" and r.levelno >= logging.WARNING]
     assert len(records) == 1, [r.getMessage() for r in records]
     message = records[0].getMessage()
     assert "/gpu:5" in message and all(f"rnn_{i}" in message for i in range(3))
-    assert [p.device for p in compiled.plans] == [None, None, None]
-    assert not any(isinstance(layer, DeviceWrapper) for layer in compiled.model.layers)
-    assert np.asarray(compiled.model(data.train.x)).shape == (3, 4, 3)
+    assert [p.device for p in built.plans] == [None, None, None]
+    assert not any(isinstance(layer, DeviceWrapper) for layer in built.model.layers)
+    assert np.asarray(built.model(data.train.x)).shape == (3, 4, 3)
 
 
 def test_missing_device_with_strict_is_an_error():
@@ -419,7 +419,7 @@ def test_missing_device_with_strict_is_an_error():
 )
 def test_every_spelling_of_an_existing_device_is_found(device):
     """Any device name the spec accepts and TensorFlow places on CPU:0 is CPU:0, not "missing"."""
-    from rnnflow.compile import plan_layers
+    from rnnflow.planner import plan_layers
     from rnnflow.spec import spec_from_text
 
     spec = spec_from_text(textwrap.dedent(f"""\
@@ -435,7 +435,7 @@ def test_every_spelling_of_an_existing_device_is_found(device):
 
 def test_device_list_spreads_contiguous_blocks():
     """[a, b, c] over 10 layers: each device gets one contiguous block, sizes 4, 3, 3."""
-    from rnnflow.compile import plan_layers
+    from rnnflow.planner import plan_layers
     from rnnflow.spec import spec_from_text
     from rnnflow.spec.model import DeviceWrapperSpec
 
@@ -486,9 +486,9 @@ def test_saved_model_with_wrapper_loads_back(piece, tmp_path):
     import rnnflow.wrappers
 
     model_spec, data_spec = SAVE_CASES[piece]
-    compiled, data = compile_spec(model_spec, data_spec)
+    built, data = compile_spec(model_spec, data_spec)
     rng = np.random.default_rng(5)
-    model = compiled.model
+    model = built.model
     model.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
     names = [piece] if piece != "all-together" else list(SAVE_CASES)[:4]
     for cls in (getattr(rnnflow.wrappers, name) for name in names):
@@ -548,9 +548,9 @@ model:
     - {type: rnn, units: 3, layers: 2, wrappers: [{type: dropout, keep_prob: 0.5, seed: 11}]}
 train: {iterations: 1}
 """
-    from rnnflow.compile import build_model
+    from rnnflow.build import build_model
     from rnnflow.spec import spec_from_text
 
-    compiled = build_model(spec_from_text(spec_text))
-    seeds = [compiled.model.get_layer(f"rnn_{i}").cell.seed for i in range(2)]
+    built = build_model(spec_from_text(spec_text))
+    seeds = [built.model.get_layer(f"rnn_{i}").cell.seed for i in range(2)]
     assert seeds == [11, 12]

@@ -1,20 +1,18 @@
 """The `model:` section: the cell stack, its wrappers and the output projection.
 
-Each cell and wrapper type is a pydantic class registered under its YAML `type:` name. Cells know
-how to make their Keras layer (Keras is imported only when a model is built, never to validate).
+Each cell and wrapper type is a pydantic class registered under its YAML `type:` name. The classes
+only describe: how a layer executes is decided in `rnnflow.planner`, and the Keras objects are
+made in `rnnflow.cells.factory`.
 """
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic import Field
 
 from rnnflow.spec.registry import CELLS, WRAPPERS
 from rnnflow.spec.base import Activation, Initializer, Section, at
-
-if TYPE_CHECKING:  # pragma: no cover
-    import keras
 
 _DEVICE = re.compile(r"^(/job:[\w-]+(/replica:\d+)?(/task:\d+)?)?/?(device:)?(cpu|gpu|tpu):\d+$", re.I)
 
@@ -144,69 +142,11 @@ class CellSpec(Section):
         """The wrapper of type `kind`, or None."""
         return next((w for w in self.wrappers if w.type == kind), None)
 
-    # --- building (Keras imported lazily) ---
-
-    def keras_cell(self, name: str) -> "keras.layers.Layer":
-        """A Keras RNN cell for one layer of this stack."""
-        raise NotImplementedError
-
-    @property
-    def has_dedicated_layer(self) -> bool:
-        """Whether Keras has its own layer for this cell (see `dedicated_layer`)."""
-        return False
-
-    def dedicated_layer(self, name: str, **rnn_args: Any) -> "keras.layers.Layer":
-        """Keras' own layer for this cell (SimpleRNN, LSTM, GRU).
-
-        The compiler prefers it to `RNN(keras_cell())` when no cell wrapper is needed, because
-        it can use fused kernels (cuDNN on a GPU).
-        """
-        raise NotImplementedError(f"Keras has no dedicated layer for '{self.type}' cells")
-
-    def scan_blockers(self, per_step_projection: bool) -> list[str]:
-        """Why a layer of this cell could not run rnnflow's scan loop (empty when it could)."""
-        reasons = []
-        if self.wrapper("dropout") is not None:
-            reasons.append("the dropout wrapper needs Keras' cell loop")
-        if per_step_projection:
-            reasons.append("the per_step projection needs Keras' cell loop")
-        return reasons
-
-    def cudnn_blockers(self, unroll: bool) -> list[str]:
-        """Why this cell could not use the cuDNN kernel on a GPU (empty when it could)."""
-        return [f"there is no cuDNN kernel for '{self.type}' cells"]
-
-    def _common(self) -> dict[str, Any]:
-        return {
-            "units": self.units,
-            "activation": self.activation,
-            "use_bias": self.use_bias,
-            "kernel_initializer": self.kernel_initializer,
-            "recurrent_initializer": self.recurrent_initializer,
-        }
-
 
 class GatedCellSpec(CellSpec):
     """Settings of gated cells."""
 
     recurrent_activation: Activation = Field("sigmoid", description="Activation of the gates.")
-
-    def _common(self) -> dict[str, Any]:
-        return {**super()._common(), "recurrent_activation": self.recurrent_activation}
-
-    def _gated_blockers(self, unroll: bool) -> list[str]:
-        reasons = []
-        if self.activation != "tanh":
-            reasons.append(f"activation is {self.activation} (cuDNN needs tanh)")
-        if self.recurrent_activation != "sigmoid":
-            reasons.append(f"recurrent_activation is {self.recurrent_activation} (cuDNN needs sigmoid)")
-        if unroll:
-            reasons.append("model.unroll is true (cuDNN needs the dynamic loop)")
-        if not self.use_bias:
-            reasons.append("use_bias is false")
-        if self.wrapper("dropout") is not None:
-            reasons.append("a dropout wrapper runs the cell step by step")
-        return reasons
 
 
 @CELLS.register
@@ -214,20 +154,6 @@ class RNNCellSpec(CellSpec):
     """A simple (Elman) RNN cell: h(t) = act(W x(t) + U h(t-1) + b). TF1 `BasicRNNCell`."""
 
     type: Literal["rnn"] = "rnn"
-
-    def keras_cell(self, name: str) -> "keras.layers.Layer":
-        import keras
-
-        return keras.layers.SimpleRNNCell(name=name, **self._common())
-
-    @property
-    def has_dedicated_layer(self) -> bool:
-        return True
-
-    def dedicated_layer(self, name: str, **rnn_args: Any) -> "keras.layers.Layer":
-        import keras
-
-        return keras.layers.SimpleRNN(name=name, **self._common(), **rnn_args)
 
 
 @CELLS.register
@@ -243,33 +169,6 @@ class LSTMCellSpec(GatedCellSpec):
         False, description="Initialize the forget-gate bias to 1 (Keras' way); keeps cuDNN eligible."
     )
 
-    def keras_cell(self, name: str) -> "keras.layers.Layer":
-        from rnnflow.cells import ForgetBiasLSTMCell
-
-        return ForgetBiasLSTMCell(
-            name=name, forget_bias=self.forget_bias, unit_forget_bias=self.unit_forget_bias, **self._common()
-        )
-
-    @property
-    def has_dedicated_layer(self) -> bool:
-        return self.forget_bias == 0
-
-    def dedicated_layer(self, name: str, **rnn_args: Any) -> "keras.layers.Layer":
-        import keras
-
-        return keras.layers.LSTM(
-            name=name, unit_forget_bias=self.unit_forget_bias, **self._common(), **rnn_args
-        )
-
-    def cudnn_blockers(self, unroll: bool) -> list[str]:
-        reasons = self._gated_blockers(unroll)
-        if self.forget_bias != 0:
-            reasons.append(
-                f"forget_bias is {self.forget_bias} (cuDNN has no constant forget bias; "
-                "forget_bias: 0 with unit_forget_bias: true learns the same way)"
-            )
-        return reasons
-
 
 @CELLS.register
 class PeepholeLSTMCellSpec(GatedCellSpec):
@@ -281,11 +180,6 @@ class PeepholeLSTMCellSpec(GatedCellSpec):
     type: Literal["peephole_lstm"] = "peephole_lstm"
     forget_bias: float = Field(1.0, ge=-100, le=100, description="Added to the forget gate (TF1: 1.0).")
 
-    def keras_cell(self, name: str) -> "keras.layers.Layer":
-        from rnnflow.cells import PeepholeLSTMCell
-
-        return PeepholeLSTMCell(name=name, forget_bias=self.forget_bias, **self._common())
-
 
 @CELLS.register
 class GRUCellSpec(GatedCellSpec):
@@ -294,43 +188,12 @@ class GRUCellSpec(GatedCellSpec):
     type: Literal["gru"] = "gru"
     reset_after: bool = Field(True, description="Reset gate after the recurrent matmul (Keras/cuDNN).")
 
-    def keras_cell(self, name: str) -> "keras.layers.Layer":
-        import keras
-
-        return keras.layers.GRUCell(name=name, reset_after=self.reset_after, **self._common())
-
-    @property
-    def has_dedicated_layer(self) -> bool:
-        return True
-
-    def dedicated_layer(self, name: str, **rnn_args: Any) -> "keras.layers.Layer":
-        import keras
-
-        return keras.layers.GRU(name=name, reset_after=self.reset_after, **self._common(), **rnn_args)
-
-    def scan_blockers(self, per_step_projection: bool) -> list[str]:
-        reasons = super().scan_blockers(per_step_projection)
-        if not self.reset_after:
-            reasons.append("reset_after: false puts a second matmul after the reset gate")
-        return reasons
-
-    def cudnn_blockers(self, unroll: bool) -> list[str]:
-        reasons = self._gated_blockers(unroll)
-        if not self.reset_after:
-            reasons.append("reset_after is false (cuDNN needs reset_after: true)")
-        return reasons
-
 
 @CELLS.register
 class CIFGLSTMCellSpec(GatedCellSpec):
     """A coupled input/forget-gate LSTM (CIFG): the forget gate is 1 - the input gate."""
 
     type: Literal["cifg_lstm"] = "cifg_lstm"
-
-    def keras_cell(self, name: str) -> "keras.layers.Layer":
-        from rnnflow.cells import CIFGLSTMCell
-
-        return CIFGLSTMCell(name=name, **self._common())
 
 
 AnyCellSpec = CELLS.union()

@@ -1,5 +1,8 @@
 """Spec -> Keras model: a functional model with stable, readable layer names.
 
+Each recurrent layer is built the way its plan says (`rnnflow.planner`); this module decides
+nothing about execution paths.
+
 Layer names: `inputs` (and `lengths`/`mask` for padded data), then `<cell type>_<index>` for each
 recurrent layer from the bottom (`gru_0`, `gru_1`, ...), then `projection`.
 """
@@ -16,7 +19,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import rnnflow.cells  # noqa: E402,F401  (registers the custom cells for loading)
-from rnnflow.errors import RnnflowError, SpecError, SpecIssue  # noqa: E402
+from rnnflow.cells.factory import fused_layer, keras_cell  # noqa: E402
+from rnnflow.errors import SpecError, SpecIssue  # noqa: E402
+from rnnflow.planner import CELL_LOOP, FUSED, SCAN, LayerPlan, plan_layers  # noqa: E402
 from rnnflow.scan import ScanRNN  # noqa: E402  (also registers it for loading)
 from rnnflow.wrappers import (  # noqa: E402
     DeviceWrapper,
@@ -29,92 +34,20 @@ from rnnflow.wrappers import (  # noqa: E402
 if TYPE_CHECKING:  # pragma: no cover
     from rnnflow.data.base import DataBundle, Split
     from rnnflow.spec import Spec
-    from rnnflow.spec.model import CellSpec
 
 log = logging.getLogger("rnnflow")
 
 
-@dataclasses.dataclass
-class LayerPlan:
-    """How one recurrent layer is built (also what `rnnflow show` reports)."""
-
-    name: str
-    cell: CellSpec
-    device: str | None
-    kernel: str  # "fused" (Keras' own layer), "cell loop" (Keras' RNN around a cell) or "scan"
-    cudnn_blockers: list[str]
-    scan_blockers: list[str] = dataclasses.field(default_factory=list)  # why not "scan" (model.loop: scan)
-
-
-def available_devices() -> set[str]:
-    """The logical devices TensorFlow sees, as normalized names like 'GPU:0'."""
-    import tensorflow as tf
-
-    return {d.name.split("device:")[-1].upper() for d in tf.config.list_logical_devices()}
-
-
-def _normalize(device: str) -> str:
-    """'/job:localhost/replica:0/task:0/cpu:0', '/device:CPU:0', 'cpu:0' ... -> 'CPU:0'."""
-    return device.rstrip("/").split("/")[-1].split("device:")[-1].upper()
-
-
-def plan_layers(spec: Spec, devices: set[str] | None = None) -> list[LayerPlan]:
-    """Decide, for every recurrent layer, its name, device and kernel.
-
-    Args:
-        spec: the validated spec.
-        devices: available devices (default: what TensorFlow sees).
-
-    Raises:
-        RnnflowError: when a device wrapper is strict and a device is missing.
-    """
-    plans: list[LayerPlan] = []
-    missing: dict[str, list[str]] = {}
-    total = spec.model.layer_count
-    index = 0
-    for cell in spec.model.cells:
-        device_wrapper = cell.wrapper("device")
-        for j in range(cell.layers):
-            name = f"{cell.type}_{index}"
-            device = device_wrapper.device_for(j, cell.layers) if device_wrapper else None
-            if device is not None:
-                devices = available_devices() if devices is None else devices
-                if _normalize(device) not in devices:
-                    missing.setdefault(device, []).append(name)
-                    if device_wrapper.strict:
-                        raise RnnflowError(
-                            f"device {device} for layer {name} does not exist (strict: true); "
-                            f"available: {', '.join(sorted(devices))}"
-                        )
-                    device = None
-            is_top = index == total - 1
-            per_step = is_top and spec.model.projection is not None and spec.model.projection.mode == "per_step"
-            needs_loop = cell.wrapper("dropout") is not None or per_step
-            scan_blockers = cell.scan_blockers(per_step) if spec.model.loop == "scan" else []
-            if spec.model.loop == "scan" and not scan_blockers:
-                kernel = "scan"
-            else:
-                kernel = "fused" if not needs_loop and cell.has_dedicated_layer else "cell loop"
-            plans.append(LayerPlan(name, cell, device, kernel, cell.cudnn_blockers(spec.model.unroll), scan_blockers))
-            index += 1
-    if missing:
-        where = "; ".join(f"{d} (layers {', '.join(n)})" for d, n in missing.items())
-        log.warning("devices not found, using default placement instead: %s", where)
-    return plans
-
-
-def _layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_step_units: int | None,
-           index: int) -> keras.layers.Layer:
+def _layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, projection_units: int | None) -> keras.layers.Layer:
     """The Keras layer for one plan, wrapped as its cell spec asks."""
     # Cells and wrappers create variables (seed generator states) as they are constructed, not
     # only when built: construct them on the plan's device too, or those stay on the default one.
     with device_scope(plan.device):
-        return _unplaced_layer(plan, spec, return_sequences=return_sequences,
-                               per_step_units=per_step_units, index=index)
+        return _unplaced_layer(plan, spec, return_sequences=return_sequences, projection_units=projection_units)
 
 
-def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_step_units: int | None,
-                    index: int) -> keras.layers.Layer:
+def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool,
+                    projection_units: int | None) -> keras.layers.Layer:
     cell_spec = plan.cell
     rnn_args: dict[str, Any] = {
         "return_sequences": return_sequences,
@@ -126,12 +59,13 @@ def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_
         "zero_output_for_mask": return_sequences,
     }
     inner_name = f"{plan.name}_rnn" if plan.device else plan.name
-    if plan.kernel == "fused":
-        layer = cell_spec.dedicated_layer(inner_name, **rnn_args)
-    elif plan.kernel == "scan":
-        layer = ScanRNN(cell_spec.keras_cell(f"{plan.name}_cell"), name=inner_name, **rnn_args)
+    if plan.execution == FUSED:
+        layer = fused_layer(cell_spec, inner_name, **rnn_args)
+    elif plan.execution == SCAN:
+        layer = ScanRNN(keras_cell(cell_spec, f"{plan.name}_cell"), name=inner_name, **rnn_args)
     else:
-        cell = cell_spec.keras_cell(f"{plan.name}_cell")
+        assert plan.execution == CELL_LOOP, plan.execution
+        cell = keras_cell(cell_spec, f"{plan.name}_cell")
         dropout = cell_spec.wrapper("dropout")
         if dropout is not None:
             cell = DropoutWrapper(
@@ -140,12 +74,12 @@ def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_
                 state_rate=dropout.state_drop_rate,
                 output_rate=dropout.output_drop_rate,
                 # Each layer its own masks, also when the spec fixes the seed.
-                seed=(dropout.seed if dropout.seed is not None else spec.seed) + index,
+                seed=(dropout.seed if dropout.seed is not None else spec.seed) + plan.index,
                 name=f"{plan.name}_dropout",
             )
-        if per_step_units is not None:
+        if plan.per_step_projection:
             cell = OutputProjectionWrapper(
-                cell, per_step_units, activation=spec.model.projection.activation, name="projection"
+                cell, projection_units, activation=spec.model.projection.activation, name="projection"
             )
         layer = keras.layers.RNN(cell, name=inner_name, **rnn_args)
     if plan.device:
@@ -154,8 +88,9 @@ def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, per_
 
 
 @dataclasses.dataclass
-class CompiledModel:
-    """The Keras model built from a spec, with helpers to run it.
+class BuiltModel:
+    """The Keras model built from a spec, with helpers to run it (not Keras-built: rnnflow
+    trains it with its own loop).
 
     Attributes:
         model: inputs -> predictions (logits for classification).
@@ -233,16 +168,10 @@ def _graph(spec: Spec, data: DataBundle):
     _check_output_size(spec, data, out_units if projection is not None else plans[-1].cell.units)
     hidden = x_in
     states: dict[str, Any] = {}
-    for index, plan in enumerate(plans):
-        is_top = index == len(plans) - 1
-        per_step = is_top and projection is not None and projection.mode == "per_step"
-        layer = _layer(
-            plan,
-            spec,
-            return_sequences=not is_top or spec.model.output == "sequence",
-            per_step_units=out_units if per_step else None,
-            index=index,
-        )
+    for plan in plans:
+        is_top = plan.index == len(plans) - 1
+        layer = _layer(plan, spec, return_sequences=not is_top or spec.model.output == "sequence",
+                       projection_units=out_units)
         result = layer(hidden, mask=mask) if mask is not None else layer(hidden)
         hidden, layer_states = result[0], list(result[1:])
         states[plan.name] = layer_states if len(layer_states) > 1 else layer_states[0]
@@ -280,7 +209,7 @@ def _check_output_size(spec: Spec, data: DataBundle, size: int) -> None:
     raise SpecError([SpecIssue(source, line, column, ".".join(key), message)])
 
 
-def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
+def build_model(spec: Spec, data: DataBundle | None = None) -> BuiltModel:
     """Compile a spec into a Keras model.
 
     Args:
@@ -289,7 +218,7 @@ def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
             shape, the output size and whether inputs are padded.
 
     Returns:
-        The CompiledModel.
+        The BuiltModel.
 
     Raises:
         SpecError: when the model's outputs do not match the size of the data's targets.
@@ -309,7 +238,7 @@ def build_model(spec: Spec, data: DataBundle | None = None) -> CompiledModel:
         keras.config.set_dtype_policy(previous_policy)
     model = keras.Model(inputs, outputs, name=spec.name.replace(".", "_"))
     probe = keras.Model(inputs, {"outputs": top, "states": states}, name="probe")
-    return CompiledModel(model, probe, plans, masked, spec.evaluate.batch_size)
+    return BuiltModel(model, probe, plans, masked, spec.evaluate.batch_size)
 
 
 SUMMARY_WIDTH = 100
