@@ -86,8 +86,14 @@ def no_fused_layer(cell: CellSpec) -> str | None:
     return f"Keras has no layer of its own for {cell.type} cells"
 
 
+# The cell types rnnflow's scan loop has a step for (`rnnflow.scan._cell_parts`).
+SCAN_CELLS = ("rnn", "lstm", "peephole_lstm", "gru", "cifg_lstm")
+
+
 def scan_blockers(cell: CellSpec, per_step_projection: bool) -> list[str]:
     """Why a layer of this cell could not run rnnflow's scan loop (empty when it could)."""
+    if cell.type not in SCAN_CELLS:
+        return [f"the scan loop has no step for {cell.type} cells"]
     reasons = cell_loop_reasons(cell, per_step_projection)
     if cell.type == "gru" and not cell.reset_after:
         reasons.append("reset_after: false puts a second matmul after the reset gate")
