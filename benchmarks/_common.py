@@ -54,7 +54,7 @@ class Recorder(keras.callbacks.Callback):
     """Timestamps rnnflow's training loop through its callback hooks.
 
     rnnflow calls `on_train_batch_end(iteration, logs)` at every logged iteration (logs: the mean
-    loss since the previous point, plus `eval_*` after an evaluation) and `on_epoch_end` at the
+    loss since the previous point, plus `val_*` or `test_*` after an evaluation) and `on_epoch_end` at the
     end of each epoch. Times are seconds since `on_train_begin`, i.e. since just before the first
     call of the compiled training function (its tracing and compilation are included).
     """
@@ -99,7 +99,7 @@ class Recorder(keras.callbacks.Callback):
         rows, previous = [], 0.0
         for epoch, elapsed, logs in self.epochs:
             rows.append({"epoch": epoch, "seconds": elapsed - previous, "elapsed": elapsed,
-                         "test_accuracy": logs.get("eval_accuracy"), "test_loss": logs.get("eval_loss"),
+                         "test_accuracy": logs.get("test_accuracy"), "test_loss": logs.get("test_loss"),
                          "train_loss": logs.get("loss")})
             previous = elapsed
         return rows
@@ -122,13 +122,13 @@ def weights_digest(weights: list[Any]) -> str:
 def rnnflow_initial_digest(spec_path: Path, overrides: list[str]) -> str:
     """The hash of the initial weights rnnflow draws for a spec (built as `rnnflow run` builds it)."""
     from rnnflow.build import build_model
-    from rnnflow.data.base import LoadContext
+    from rnnflow.data.base import load_data
     from rnnflow.spec import load_spec
     from rnnflow.train import seed_everything
 
     spec = load_spec(spec_path, overrides)
     seed_everything(spec.seed)
-    data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+    data = load_data(spec)
     digest = weights_digest(build_model(spec, data).model.get_weights())
     keras.backend.clear_session()
     return digest

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         "process_minutes": process_minutes,
         "max_rss_mb": _harness.max_rss_mb(),
         "final_metrics": {k: v for k, v in result.metrics.items()
-                          if k.startswith(("train_", "eval_")) and k != "train_seconds"},
+                          if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"},
         "summary": summarize(rows),
         "epochs": rows,
     }

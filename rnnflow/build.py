@@ -225,9 +225,9 @@ def build_model(spec: Spec, data: DataBundle | None = None) -> BuiltModel:
         RnnflowError: when a strict device wrapper names a missing device.
     """
     if data is None:
-        from rnnflow.data.base import LoadContext
+        from rnnflow.data.base import load_data
 
-        data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+        data = load_data(spec)
     # Layers take the dtype policy in force when they are constructed: mixed precision computes
     # in half precision and keeps float32 variables; the outputs are cast back to float32.
     previous_policy = keras.config.dtype_policy()

@@ -193,7 +193,8 @@ def run(spec_file: Path | None, overrides: tuple[str, ...], quiet: bool, resume:
 
 def _print_result(result) -> None:
     click.echo(f"run id: {result.run_id}")
-    shown = {k: v for k, v in result.metrics.items() if k.startswith(("train_", "eval_")) and k != "train_seconds"}
+    shown = {k: v for k, v in result.metrics.items()
+             if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"}
     if shown:
         click.echo("metrics: " + "  ".join(f"{k} {v:.5g}" for k, v in sorted(shown.items())))
     click.echo(f"recorded in {result.tracking_uri} (experiment id {result.experiment_id}); "
@@ -254,7 +255,7 @@ def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool,
 @main.command()
 @click.option("--experiment", default=None, help="Experiment name (default: rnnflow).")
 @click.option("--parent", default=None, metavar="RUN_ID", help="Only the children of this pipeline run.")
-@click.option("--metric", default=None, help="Sort by this metric, best first (default: eval_loss).")
+@click.option("--metric", default=None, help="Sort by this metric, best first (default: val_loss, else test_loss).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @user_errors
 def compare(experiment: str | None, parent: str | None, metric: str | None, fmt: str) -> None:

@@ -57,7 +57,7 @@ def compare_runs(experiment: str | None = None, parent: str | None = None,
     """The runs of an experiment (or the children of a pipeline run) as a table.
 
     Columns: run name, status, the params whose values differ between the runs, the final
-    metrics; rows sorted best first by `metric` (default: eval_loss).
+    metrics; rows sorted best first by `metric` (default: val_loss, else test_loss).
 
     Raises:
         TrackingError: when the tracking server does not answer.
@@ -86,8 +86,8 @@ def compare_runs(experiment: str | None = None, parent: str | None = None,
             if r.data.tags.get("rnnflow.role") != "pipeline"]
     if not runs:
         return ["run"], []
-    metric = metric or "eval_loss"
     known = {k for r in runs for k in r.data.metrics}
+    metric = metric or next((m for m in ("val_loss", "test_loss", "train_loss") if m in known), "test_loss")
     if metric not in known:
         raise RnnflowError(f"no run has the metric '{metric}'; known: {', '.join(sorted(known))}")
     # Runs that failed before they started have no params; they do not make every param "differ".

@@ -119,7 +119,7 @@ def _record_failure(pipeline: Pipeline, parent_run_id: str, child: Child, tags: 
 
 def summary_rows(outcomes: list[ChildOutcome]) -> tuple[list[str], list[list[Any]]]:
     """The summary table: one row per child with its final metrics."""
-    metric_names = sorted({k for o in outcomes for k in o.metrics if k.startswith(("eval_", "train_"))
+    metric_names = sorted({k for o in outcomes for k in o.metrics if k.startswith(("train_", "val_", "test_"))
                            and k != "train_seconds"})
     header = ["run", "status", *metric_names, "ms_per_iteration", "run_id"]
     rows = [[o.name, o.status, *[o.metrics.get(m, "") for m in metric_names],

@@ -35,14 +35,13 @@ def load_run_model(run_id: str):
         raise RnnflowError(f"cannot load the model of run {run_id}: {error}") from None
 
 
-def run_eval_inputs(run_id: str) -> Any:
-    """The evaluation inputs of a run, rebuilt from its resolved spec."""
-    from rnnflow.data.base import LoadContext
+def run_test_inputs(run_id: str) -> Any:
+    """The test inputs of a run (its validation inputs without a test split), rebuilt from its spec."""
+    from rnnflow.data.base import load_data
+    from rnnflow.steps import pick_split
     from rnnflow.store import spec_of_run
 
-    spec = spec_of_run(run_id)
-    data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
-    return data.eval.inputs()
+    return pick_split(load_data(spec_of_run(run_id)), None).inputs()
 
 
 def read_inputs(path: Path) -> Any:
@@ -116,7 +115,7 @@ def predict_run(run_id: str, input_file: Path | None, output_file: Path | None) 
     check_reachable(tracking_uri(None))  # else MLflow retries a refused connection for minutes
     model = load_run_model(run_id)
     if input_file is None:
-        inputs, source = run_eval_inputs(run_id), f"run {run_id} evaluation data"
+        inputs, source = run_test_inputs(run_id), f"run {run_id} test data"
     else:
         inputs, source = read_inputs(input_file), str(input_file)
     inputs = check_inputs(model, inputs, source)

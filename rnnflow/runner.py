@@ -160,13 +160,13 @@ class _Run:
 
     def execute(self) -> RunResult:
         from rnnflow.build import build_model
-        from rnnflow.data.base import LoadContext
+        from rnnflow.data.base import load_data
         from rnnflow.train import Trainer, seed_everything
 
         spec = self.spec
         # Everything that can fail on bad input happens before the MLflow run exists.
         seed_everything(spec.seed)
-        data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+        data = load_data(spec)
         built = build_model(spec, data)
         if spec.train is not None:
             self.trainer = Trainer(spec, built, data)
@@ -267,12 +267,12 @@ class _Run:
                 metrics["first_call_seconds"] = result.first_call_seconds
             curve = self._full_curve(result.curve)
             tracker.log_artifact(plots.loss_curve({"loss": curve}, tmp / "loss.png"))
-            for which in ("train", "eval"):
-                metrics.update({f"{which}_{k}": v for k, v in evaluate(built, getattr(data, which), spec.train).items()})
+            for which, split in data.splits().items():
+                metrics.update({f"{which}_{k}": v for k, v in evaluate(built, split, spec.train).items()})
         logged = metrics
         if self.trainer is not None and self.trainer.schedule.evaluates_at(iterations):
             # The trainer already logged this evaluation at the last step.
-            logged = {k: v for k, v in metrics.items() if not k.startswith("eval_")}
+            logged = {k: v for k, v in metrics.items() if not k.startswith(self.trainer.held_out_name + "_")}
         tracker.log_metrics(logged, step=iterations)
         context = StepContext(built=built, data=data, out_dir=tmp, seed=spec.seed,
                               predict=built.predict, metrics=metrics)
@@ -280,7 +280,7 @@ class _Run:
             for path in step.run(context):
                 tracker.log_artifact(path)
         if spec.tracking.log_model:
-            tracker.log_model(built.model, data.eval.inputs(slice(0, 1)))
+            tracker.log_model(built.model, data.held_out.inputs(slice(0, 1)))
         tracker.end("FINISHED")
         return RunResult(tracker.run_id, tracker.experiment_id, self.uri, "FINISHED", metrics, iterations,
                          seconds, built)

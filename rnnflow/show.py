@@ -12,9 +12,9 @@ def describe(spec: Spec) -> str:
     """The built model's summary, parameter count, each layer's plan with its reasons, and how
     training executes."""
     from rnnflow.build import build_model, model_summary
-    from rnnflow.data.base import LoadContext
+    from rnnflow.data.base import load_data
 
-    data = spec.data.load(LoadContext(seed=spec.seed, base_dir=spec.base_dir))
+    data = load_data(spec)
     built = build_model(spec, data)
     lines = ["", "# model", model_summary(built.model).rstrip(),
              f"parameters: {built.model.count_params():,}", "", "# layers"]

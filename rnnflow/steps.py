@@ -8,7 +8,7 @@ spec never imports TensorFlow or matplotlib.
 import csv
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pydantic
 from pydantic import Field
@@ -25,6 +25,13 @@ SAFE_NAME = pattern(
     r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
     "letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters",
 )
+
+
+def _old_split_name(value: Any) -> Any:
+    return "test" if value == "eval" else value  # specs written before the val split existed
+
+
+SplitName = Annotated[Literal["test", "val", "train"], pydantic.BeforeValidator(_old_split_name)]
 
 
 @dataclasses.dataclass
@@ -66,6 +73,13 @@ class StepSpec(Section):
         raise NotImplementedError
 
 
+def pick_split(data: "DataBundle", name: str | None) -> "Split":
+    """The split a step asked for; by default the test split (the validation split without one)."""
+    if name is not None:
+        return getattr(data, name)
+    return data.test if data.test is not None else data.held_out
+
+
 def write_csv(path: Path, header: list[str], rows) -> Path:
     """Write rows to a CSV file and return its path."""
     with open(path, "w", newline="") as handle:
@@ -80,7 +94,9 @@ class PredictionsStep(StepSpec):
     """Predictions on a split as CSV, with a plot: prediction vs truth, or a confusion matrix."""
 
     type: Literal["predictions"] = "predictions"
-    split: Literal["eval", "train"] = Field("eval", description="Which split to predict.")
+    split: SplitName | None = Field(
+        None, description="Which split to predict (default: test, else val; eval is test's old name)."
+    )
     rows: int = Field(1000, gt=0, le=1_000_000, description="At most this many sequences in the CSV.")
     plot: bool = Field(True, description="Also draw the plot.")
 
@@ -90,7 +106,7 @@ class PredictionsStep(StepSpec):
         from rnnflow import plots
 
         data = context.data
-        split = getattr(data, self.split)
+        split = pick_split(data, self.split)
         if split.y is None:
             return []
         n = min(len(split), self.rows)
@@ -234,11 +250,13 @@ class OutputsStep(StepSpec):
     """
 
     type: Literal["outputs"] = "outputs"
-    split: Literal["eval", "train"] = Field("eval", description="Which split to run.")
+    split: SplitName | None = Field(
+        None, description="Which split to run (default: test, else val; eval is test's old name)."
+    )
     rows: int = Field(16, gt=0, le=10_000, description="At most this many sequences.")
 
     def run(self, context: StepContext) -> list[Path]:
-        split = getattr(context.data, self.split)
+        split = pick_split(context.data, self.split)
         n = min(len(split), self.rows)
         probe = context.built.probe(split, n)
         record: dict[str, Any] = {"inputs": split.x[:n].tolist()}

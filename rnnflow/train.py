@@ -282,7 +282,7 @@ class Trainer:
                     curve.append((offset, logs["loss"]))
                     pending.clear()
                 if offset == stop and schedule.evaluates_at(offset):
-                    logs.update({f"eval_{k}": v for k, v in self.evaluate("eval").items()})
+                    logs.update(self.evaluate_held_out())
                 if logs:
                     for cb in self.callbacks:
                         cb.on_train_batch_end(offset, logs)
@@ -299,9 +299,17 @@ class Trainer:
             cb.on_train_end({"iterations": done, "seconds": seconds, "trained": done - first})
         return TrainResult(done, curve, seconds, schedule.steps_per_execution, *(first_call or (0.0, 0)))
 
-    def evaluate(self, which: str) -> dict[str, float]:
-        """Loss and metrics on the `train` or `eval` split."""
-        return evaluate(self.built, getattr(self.data, which), self.train_spec)
+    @property
+    def held_out_name(self) -> str:
+        """The split evaluated during training: `val` when there is one, else `test` (only reported)."""
+        return "val" if self.data.val is not None else "test"
+
+    def evaluate_held_out(self) -> dict[str, float]:
+        """Loss and metrics on the split evaluated during training, named `val_*` or `test_*`."""
+        split = self.data.val if self.data.val is not None else self.data.test
+        if split is None:
+            return {}
+        return {f"{self.held_out_name}_{k}": v for k, v in evaluate(self.built, split, self.train_spec).items()}
 
     # --- checkpoints ---
 

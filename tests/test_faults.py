@@ -45,7 +45,7 @@ def test_nan_loss_fails_the_run_at_its_iteration(runner_api, client):
     steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert steps and max(steps) < iteration  # nothing logged from the bad step on
     assert logged_models(client, run_id) == []
-    assert "eval_loss" not in run.data.metrics
+    assert "test_loss" not in run.data.metrics
 
 
 def test_nan_loss_through_the_cli_exits_1_without_traceback(mlflow_store):
@@ -91,7 +91,7 @@ def test_ctrl_c_checkpoints_and_resume_reaches_the_same_metrics(runner_api, clie
     resumed = client.get_run(run_id)
     assert resumed.info.status == "FINISHED"
     assert resumed.data.tags["rnnflow.resumed_from"] == "5" and "rnnflow.error" not in resumed.data.tags
-    final = {k: v for k, v in resumed.data.metrics.items() if k.startswith(("train_", "eval_"))
+    final = {k: v for k, v in resumed.data.metrics.items() if k.startswith(("train_", "val_", "test_"))
              and k != "train_seconds"}
     expected = {k: reference.metrics[k] for k in final}
     assert final == expected

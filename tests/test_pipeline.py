@@ -130,7 +130,7 @@ def check_pipeline_runs(client, output: str, experiment: str) -> None:
         assert child.data.params["model.cells.0.type"] == name.split("=")[1].rstrip("]")
         assert "model.cells[0].type=" in child.data.tags["rnnflow.overrides"]
         assert child.data.tags["rnnflow.grid.model.cells[0].type"] in ("rnn", "gru")
-        assert "eval_loss" in child.data.metrics
+        assert "test_loss" in child.data.metrics
         assert {"predictions.csv", "loss.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
     assert by_name["broken"].info.status == "FAILED"
     assert "instance 9999 does not exist" in by_name["broken"].data.tags["rnnflow.error"]
@@ -154,10 +154,10 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
     assert lines[0].split()[:3] == ["run", "run_id", "status"] and "model.cells.0.type" in lines[0]
-    assert "eval_loss" in lines[0]
+    assert "test_loss" in lines[0]
     as_json = json.loads(CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "json"]).output)
     finished = [r for r in as_json if r["status"] == "FINISHED"]
-    assert [r["eval_loss"] for r in finished] == sorted(r["eval_loss"] for r in finished)
+    assert [r["test_loss"] for r in finished] == sorted(r["test_loss"] for r in finished)
     assert "model.cells.0.type" in as_json[0]  # differs between the children
     assert "seed" not in as_json[0] and "description" not in as_json[0]  # the same, or not a setting
     assert "learning_rate" not in " ".join(as_json[0])  # equal everywhere: not a differing param
@@ -295,12 +295,12 @@ def test_table_rows_stay_on_one_line_each():
     """A folded `description: >` ends with a line break; in a compared param it broke the table."""
     from rnnflow.compare import render
 
-    header = ["run", "description", "eval_loss"]
+    header = ["run", "description", "test_loss"]
     rows = [["a", "One layer.\nTrained on a window.\n", 0.5], ["b", "", 0.25]]
     lines = render(header, rows, "table").splitlines()
     assert len(lines) == 3
     assert lines[1].split() == ["a", "One", "layer.", "Trained", "on", "a", "window.", "0.5"]
-    assert [line.index("eval_loss") for line in lines[:1]] == [lines[2].index("0.25")]
+    assert [line.index("test_loss") for line in lines[:1]] == [lines[2].index("0.25")]
 
 
 @pytest.mark.parametrize("command", [["compare"], ["predict", "--run", "0123456789abcdef0123456789abcdef"]])

@@ -42,7 +42,7 @@ def test_tiny_run_of_every_spec(path, run_spec, client):
     assert {f"spec/{path.name}", "spec/resolved.yaml", "spec/overrides.txt"} <= spec_files
     if spec.train is not None:
         assert "loss.png" in artifacts
-        for key in ("train_loss", "eval_loss", "loss"):
+        for key in ("train_loss", "test_loss", "loss"):
             assert np.isfinite(run.data.metrics[key]), key
         history = client.get_metric_history(result.run_id, "loss")
         assert [m.step for m in history] == sorted(m.step for m in history) and history[-1].step == result.iterations
@@ -62,7 +62,7 @@ def test_same_seed_same_metrics(run_spec):
     path = next(p for p in SPECS if p.stem == "gru_forecast")
     first = run_spec(path, ["train.iterations=5"])
     second = run_spec(path, ["train.iterations=5"])
-    keys = [k for k in first.metrics if k.startswith(("train_", "eval_")) and k != "train_seconds"]
+    keys = [k for k in first.metrics if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"]
     assert keys
     assert {k: first.metrics[k] for k in keys} == {k: second.metrics[k] for k in keys}
     third = run_spec(path, ["train.iterations=5", "seed=7"])
@@ -102,7 +102,7 @@ def test_mixed_precision_computes_in_half_and_keeps_float32_variables(run_spec, 
     layer = result.built.model.get_layer("gru_0")
     assert layer.compute_dtype == compute and layer.variable_dtype == "float32"
     assert result.built.model.output.dtype == "float32"
-    assert np.isfinite(result.metrics["train_loss"]) and np.isfinite(result.metrics["eval_loss"])
+    assert np.isfinite(result.metrics["train_loss"]) and np.isfinite(result.metrics["test_loss"])
 
 
 @pytest.mark.parametrize("override, message", [

@@ -35,4 +35,4 @@ def test_log_points_do_not_depend_on_chunks(mlflow_store, client):
                         "evaluate.every=25", "tracking.experiment=schedule"])
     steps = [m.step for m in client.get_metric_history(result.run_id, "loss")]
     assert steps == [7, 14, 21, 28, 35, 42, 49, 50]
-    assert [m.step for m in client.get_metric_history(result.run_id, "eval_loss")] == [25, 50]
+    assert [m.step for m in client.get_metric_history(result.run_id, "test_loss")] == [25, 50]

@@ -64,7 +64,7 @@ def test_static_and_dynamic_unrolling_agree():
     assert static.model.get_layer("rnn_0").unroll and not dynamic.model.get_layer("rnn_0").unroll
     dynamic.model.set_weights([w * 0.5 for w in static.model.get_weights()])
     static.model.set_weights(dynamic.model.get_weights())
-    np.testing.assert_allclose(static.predict(data.eval), dynamic.predict(data.eval), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(static.predict(data.test), dynamic.predict(data.test), rtol=1e-6, atol=1e-6)
 
 
 def test_variable_length_outputs_are_zero_and_state_is_last_valid(run_spec, client, tmp_path):
@@ -83,7 +83,7 @@ def test_eos_positions_do_not_count():
     from rnnflow.train import loss_value, metric_values
 
     spec, data, built = load("variable_output", ["data.generate.count=20", "data.generate.eval_count=10"])
-    split = data.eval
+    split = data.test
     assert split.weights is not None and (split.weights == 0).any()
     pred = built.predict(split)
     before = metric_values(["accuracy"], spec.train.loss, split, pred, 1)
@@ -101,11 +101,11 @@ def test_eos_positions_do_not_count():
 def test_mnist_classifier_tiny_run_logs_accuracy_and_confusion_matrix(run_spec, client):
     result = run_spec("mnist_classifier")
     metrics = client.get_run(result.run_id).data.metrics
-    assert 0 <= metrics["eval_accuracy"] <= 1 and "eval_top_1_accuracy" in metrics
-    assert metrics["eval_top_1_accuracy"] == pytest.approx(metrics["eval_accuracy"])
+    assert 0 <= metrics["test_accuracy"] <= 1 and "test_top_1_accuracy" in metrics
+    assert metrics["test_top_1_accuracy"] == pytest.approx(metrics["test_accuracy"])
     names = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"confusion_matrix.png", "confusion_matrix.csv", "predictions.csv"} <= names
-    assert len(client.get_metric_history(result.run_id, "eval_accuracy")) >= 1
+    assert len(client.get_metric_history(result.run_id, "test_accuracy")) >= 1
 
 
 def _real_mnist() -> Path | None:
@@ -127,7 +127,7 @@ def test_mnist_classifier_learns_real_digits(mlflow_store):
 
     result = run(SPECS / "mnist_classifier.yaml", [f"data.path={path}", "train.epochs=null", "train.iterations=300",
                                                    "evaluate.every_epoch=false"])
-    assert result.metrics["eval_accuracy"] > 0.85, result.metrics
+    assert result.metrics["test_accuracy"] > 0.85, result.metrics
 
 
 def test_creative_rnn_generates_from_zeros_and_from_an_instance(run_spec, client, tmp_path):

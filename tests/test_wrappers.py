@@ -177,7 +177,7 @@ def test_dropout_inactive_at_inference(lstm_pair, unroll):
     x = data.train.x
     first = np.asarray(wrapped.model(x))
     np.testing.assert_array_equal(np.asarray(wrapped.model(x, training=False)), first)
-    np.testing.assert_array_equal(wrapped.predict(data.eval), first)
+    np.testing.assert_array_equal(wrapped.predict(data.test), first)
     np.testing.assert_allclose(first, np.asarray(plain_model.model(x)), rtol=1e-6, atol=1e-7)
     expected, _ = run_reference(reference_step({"type": "lstm"}, weights), x, 4)
     np.testing.assert_allclose(first, expected, rtol=RTOL, atol=ATOL)

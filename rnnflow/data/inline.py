@@ -152,7 +152,7 @@ class InlineSource(SourceSpec):
         split = Split(x=x, y=y, lengths=lengths)
         return DataBundle(
             train=split,
-            eval=split,
+            test=split,
             task=self.target_type,
             output_size=int(output_size),
             sequence_targets=sequence_targets,

@@ -144,7 +144,7 @@ class MnistSource(SourceSpec):
 
         return DataBundle(
             train=split(x_train, y_train),
-            eval=split(x_test, y_test),
+            test=split(x_test, y_test),
             task="classification",
             output_size=10,
             sequence_targets=False,

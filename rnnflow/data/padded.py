@@ -115,7 +115,7 @@ class PaddedSource(SourceSpec):
             lengths = np.asarray(self.lengths, dtype=np.int32)
         split = Split(x=x, lengths=lengths)
         return DataBundle(
-            train=split, eval=split, task="regression", output_size=x.shape[2], sequence_targets=True,
+            train=split, test=split, task="regression", output_size=x.shape[2], sequence_targets=True,
             info={"sequences": len(x), "max_length": int(x.shape[1])},
         )
 
@@ -145,7 +145,7 @@ def _generate(spec: GeneratedSequences, seed: int) -> DataBundle:
     train = make(spec.count, np.random.default_rng(seed))
     evaluation = make(spec.eval_count, np.random.default_rng(seed + 1))
     if spec.task == "sum":
-        return DataBundle(train=train, eval=evaluation, task="regression", output_size=1,
+        return DataBundle(train=train, test=evaluation, task="regression", output_size=1,
                           sequence_targets=False, info={"task": "sum"})
-    return DataBundle(train=train, eval=evaluation, task="classification", output_size=spec.vocab_size + 1,
+    return DataBundle(train=train, test=evaluation, task="classification", output_size=spec.vocab_size + 1,
                       sequence_targets=True, info={"task": "eos_copy", "eos_class": spec.vocab_size})

@@ -117,7 +117,7 @@ class SineSource(SourceSpec):
                 eval_starts[0] = self.instance_start
         return DataBundle(
             train=self.split(train_starts),
-            eval=self.split(eval_starts),
+            test=self.split(eval_starts),
             task="regression",
             output_size=1,
             sequence_targets=True,

@@ -49,6 +49,13 @@ class TrainSpec(Section):
     epochs: int | None = Field(None, gt=0, le=1_000_000, description="Passes over the training data.")
     batch_size: int = Field(32, gt=0, le=1_000_000, description="Sequences per gradient step.")
     shuffle: bool = Field(True, description="Shuffle the training data each pass.")
+    validation: float | int | Literal["source"] | None = Field(
+        None,
+        description="The validation split, which may choose things (early stopping, best weights) "
+        "where the test split never does: a fraction (0.1) or a count (5000) of the training "
+        "sequences, stratified by class; `source` for the source's own; default: the source's own "
+        "when it has one, else none.",
+    )
     loss: Literal["mse", "mae", "sparse_categorical_crossentropy"] = Field(
         "mse", description="mse/mae for forecasts; sparse_categorical_crossentropy (from logits) for classes."
     )
@@ -68,6 +75,11 @@ class TrainSpec(Section):
     def _schedule(self) -> "TrainSpec":
         if self.iterations is not None and self.epochs is not None:
             raise at("epochs", "give iterations or epochs, not both")
+        if isinstance(self.validation, float) and not 0 < self.validation < 1:
+            raise at("validation", f"a fraction is between 0 and 1 (got {self.validation}); "
+                     "a count of sequences is an integer")
+        if isinstance(self.validation, int) and self.validation < 1:
+            raise at("validation", f"a count of sequences is at least 1 (got {self.validation})")
         return self
 
     @property
@@ -158,12 +170,31 @@ class Spec(Section):
                 per = "every step" if sequence_targets else "each sequence"
                 raise at("model.output", f"the {self.data.type} source has a target for {per}; "
                          f"use output: {wanted}")
+        if self.train is not None:
+            validation = self.train.validation
+            if validation == "source" and not self.data.has_validation:
+                raise at("train.validation", f"the {self.data.type} source has no validation split of its "
+                         "own; give a fraction (0.1) or a count of training sequences")
+            if isinstance(validation, (int, float)) and self.data.has_validation:
+                raise at("train.validation", f"the {self.data.type} source splits off validation data "
+                         "itself; use train.validation: source (or leave it out)")
+        splits = self.split_names
         for i, step in enumerate(self.evaluate.steps):
             try:
                 step.check(task, sequence_targets)
             except ValueError as error:
                 raise at(f"evaluate.steps[{i}].type", str(error)) from None
+            if getattr(step, "split", None) not in (None, *splits):  # the default is always there
+                raise at(f"evaluate.steps[{i}].split", f"there is no {step.split} split here (there are: "
+                         f"{', '.join(splits)}); set train.validation for a validation split")
         return self
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """The splits a run of this spec has: train, then val and test when there are."""
+        validation = self.train.validation if self.train is not None else None
+        has_val = self.data.has_validation if validation in (None, "source") else True
+        return ("train",) + (("val",) if has_val else ()) + (("test",) if self.data.has_test else ())
 
     # --- provenance of a loaded spec ---
 
