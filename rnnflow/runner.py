@@ -178,6 +178,7 @@ class _Run:
             try:
                 if self.resume is None:
                     self._log_spec(self.tracker)
+                    self.tracker.log_datasets(spec, data)
                 else:
                     self.tracker.set_tags({"rnnflow.resumed_from": str(self.resume_state["meta"]["iteration"])})
                 result = self._body(built, data, Path(tmp))

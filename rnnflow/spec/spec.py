@@ -178,6 +178,13 @@ class Spec(Section):
             if isinstance(validation, (int, float)) and self.data.has_validation:
                 raise at("train.validation", f"the {self.data.type} source splits off validation data "
                          "itself; use train.validation: source (or leave it out)")
+            if isinstance(validation, (int, float)) and self.data.chronological:
+                raise at("train.validation", f"the {self.data.type} source splits in time; a random "
+                         "validation split would train on later rows than it validates on: set "
+                         "data.split.validation instead")
+        if self.model.unroll and self.data.variable_length:
+            raise at("model.unroll", f"models of the {self.data.type} source take sequences of any length; "
+                     "static unrolling needs one fixed length (leave unroll out)")
         splits = self.split_names
         for i, step in enumerate(self.evaluate.steps):
             try:
