@@ -297,6 +297,33 @@ def test_arrays_predict_and_pyfunc_take_sequences_of_any_length(arrays_run, tmp_
     assert summary.output.splitlines()[1].split() == ["sequence", "class", "probability", "p_falls", "p_rises"]
 
 
+def test_a_fresh_process_loads_the_model_through_rnnflows_pyfunc_loader(arrays_run, tmp_path):
+    """mlflow.pyfunc (and so `mlflow models serve`) in a process that never imported rnnflow: the
+    model's sequence mask is rnnflow's own layer, which Keras can load only once it is registered."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result, _ = arrays_run
+    x, _, lengths = sequences(2, 25, seed=4, min_length=20)
+    np.savez(tmp_path / "in.npz", x=x, lengths=lengths.astype(np.int32))
+    code = ("import json, sys, numpy as np, mlflow.pyfunc\n"
+            "a = np.load(sys.argv[2])\n"
+            "out = mlflow.pyfunc.load_model(sys.argv[1]).predict({'inputs': a['x'], 'lengths': a['lengths']})\n"
+            "print(json.dumps([sorted(m for m in sys.modules if m.startswith('rnnflow.')), np.asarray(out).tolist()]))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code, f"runs:/{result.run_id}/model", str(tmp_path / "in.npz")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules, served = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "rnnflow.serving" in modules and "rnnflow.wrappers" in modules
+    expected = np.asarray(result.built.model({"inputs": x, "lengths": lengths}))
+    np.testing.assert_allclose(np.asarray(served), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_the_arrays_scaler_sees_only_valid_training_steps(tmp_path):
     x, y, lengths = sequences(40, 12, seed=0)
     x[np.arange(12)[None, :] >= lengths[:, None]] = 1e6  # junk past each length
