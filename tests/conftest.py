@@ -42,6 +42,30 @@ def mlflow_store(tmp_path_factory) -> str:
         os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+@pytest.fixture
+def mlflow_servers(tmp_path):
+    """Start real MLflow tracking servers on loopback, on free ports: `start(store_dir=None)`.
+
+    Each has its own SQLite store and artifact folder under tmp_path (or `store_dir`, to restart
+    a server on the same store); every one is stopped when the test ends, however it ends.
+    """
+    from rnnflow.server import MlflowServer
+
+    started: list[MlflowServer] = []
+
+    def start(store_dir: Path | None = None, port: int | None = None) -> MlflowServer:
+        folder = store_dir or tmp_path / f"server{len(started)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        server = MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", port=port,
+                              log=folder / "server.log")
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def client(mlflow_store):
     """An MlflowClient on the session store."""
