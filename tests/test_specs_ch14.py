@@ -98,13 +98,20 @@ def test_eos_positions_do_not_count():
     assert float(loss_value(spec.train.loss, split.y, pred, split.weights)) != before["loss"]
 
 
-def test_mnist_classifier_tiny_run_logs_accuracy_and_confusion_matrix(run_spec, client):
+def test_mnist_classifier_tiny_run_logs_accuracy_and_confusion_matrix(run_spec, client, tmp_path):
+    """The logged accuracy is the accuracy of the logged predictions (and of the confusion matrix)."""
     result = run_spec("mnist_classifier")
     metrics = client.get_run(result.run_id).data.metrics
-    assert 0 <= metrics["eval_accuracy"] <= 1 and "eval_top_1_accuracy" in metrics
-    assert metrics["eval_top_1_accuracy"] == pytest.approx(metrics["eval_accuracy"])
     names = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"confusion_matrix.png", "confusion_matrix.csv", "predictions.csv"} <= names
+    rows = list(csv.DictReader(artifact(client, result.run_id, "predictions.csv", tmp_path).read_text().splitlines()))
+    assert len(rows) == 30  # data.eval_limit of the tiny run: every test image
+    right = sum(r["label"] == r["predicted"] for r in rows)
+    assert metrics["eval_accuracy"] == pytest.approx(right / len(rows), abs=1e-6)
+    assert metrics["eval_top_1_accuracy"] == pytest.approx(metrics["eval_accuracy"])
+    table = csv.reader(artifact(client, result.run_id, "confusion_matrix.csv", tmp_path).read_text().splitlines())
+    matrix = np.array([row[1:] for row in list(table)[1:]], int)
+    assert matrix.shape == (10, 10) and matrix.sum() == len(rows) and np.trace(matrix) == right
     assert len(client.get_metric_history(result.run_id, "eval_accuracy")) >= 1
 
 
