@@ -19,6 +19,7 @@ from reference import (
     randomize,
     reference_step,
     run_reference,
+    sigmoid,
 )
 from test_cells import CELLS, LENGTHS, PADDED, SEED_X, X
 
@@ -339,3 +340,31 @@ train: null
     assert "gru_1: gru, 3 units, tanh, fused" in out
     assert "loop: Keras' (model.loop is scan, but reset_after: false" in out
 
+
+@pytest.mark.parametrize("forget_bias", [None, 1.5], ids=["keras-LSTMCell", "ForgetBiasLSTMCell"])
+def test_keras_private_lstm_step_that_scan_calls(forget_bias):
+    """scan.py (and ForgetBiasLSTMCell) call Keras' private `LSTMCell._compute_carry_and_output_fused`;
+    pyproject.toml pins Keras to the minor version this passes with. A Keras that drops the method
+    or changes what it computes fails here, by name, instead of training a wrong model."""
+    import keras
+
+    from rnnflow.cells import ForgetBiasLSTMCell
+
+    where = (f"Keras {keras.__version__}: LSTMCell._compute_carry_and_output_fused, which rnnflow/scan.py "
+             "(_cell_parts) and rnnflow.cells.ForgetBiasLSTMCell call,")
+    assert callable(getattr(keras.layers.LSTMCell, "_compute_carry_and_output_fused", None)), f"{where} is gone"
+    if forget_bias is None:
+        cell, bias = keras.layers.LSTMCell(4, activation="relu"), 0.0
+    else:
+        cell, bias = ForgetBiasLSTMCell(4, forget_bias=forget_bias, activation="relu"), forget_bias
+    cell.build((None, 3))
+    rng = np.random.default_rng(21)
+    z = [rng.normal(0.0, 2.0, (3, 4)).astype(np.float32) for _ in range(4)]  # i, f, c, o pre-activations
+    c_prev = rng.uniform(-1.0, 1.0, (3, 4)).astype(np.float32)
+    c, o = cell._compute_carry_and_output_fused(tuple(z), c_prev)
+    z_i, z_f, z_c, z_o = (v.astype(np.float64) for v in z)
+    want_c = sigmoid(z_f + bias) * c_prev + sigmoid(z_i) * np.maximum(z_c, 0.0)
+    np.testing.assert_allclose(np.asarray(c), want_c, rtol=RTOL, atol=ATOL,
+                               err_msg=f"{where} no longer returns the new carry c first")
+    np.testing.assert_allclose(np.asarray(o), sigmoid(z_o), rtol=RTOL, atol=ATOL,
+                               err_msg=f"{where} no longer returns the output gate o second")
