@@ -196,6 +196,7 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     finished = [r for r in as_json if r["status"] == "FINISHED"]
     assert [r["test_loss"] for r in finished] == sorted(r["test_loss"] for r in finished)
     assert "model.cells.0.type" in as_json[0]  # differs between the children
+    assert not any(k.startswith("Varied/") for k in as_json[0])  # the same setting, logged again for MLflow
     assert "seed" not in as_json[0] and "description" not in as_json[0]  # the same, or not a setting
     assert "learning_rate" not in " ".join(as_json[0])  # equal everywhere: not a differing param
     csv_out = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "csv"]).output
