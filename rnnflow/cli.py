@@ -197,8 +197,11 @@ def _print_result(result) -> None:
              if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"}
     if shown:
         click.echo("metrics: " + "  ".join(f"{k} {v:.5g}" for k, v in sorted(shown.items())))
-    click.echo(f"recorded in {result.tracking_uri} (experiment id {result.experiment_id}); "
-               "browse it with: rnnflow ui")
+    from rnnflow import ui
+
+    click.echo(f"recorded in {result.tracking_uri} (experiment id {result.experiment_id})")
+    url = ui.run_url(ui.base_url(result.tracking_uri), result.experiment_id, result.run_id)
+    click.echo(f"see it {ui.where(result.tracking_uri)}: {url}")
 
 
 @main.command()
@@ -246,6 +249,9 @@ def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool,
 
     result = run_pipeline(pipeline_file, overrides, quiet=quiet, echo=click.echo)
     click.echo(f"parent run id: {result.parent_run_id}")
+    from rnnflow import ui
+
+    click.echo("\n".join(ui.pipeline_lines(result)))
     click.echo(f"compare them with: rnnflow compare --parent {result.parent_run_id}")
     if result.failed:
         click.echo(f"rnnflow: {len(result.failed)} of {len(result.children)} run(s) failed", err=True)
@@ -272,15 +278,22 @@ def compare(experiment: str | None, parent: str | None, metric: str | None, fmt:
 
 
 @main.command()
+@click.option("--experiment", default=None, help="Open this experiment (default: the one of the latest run).")
+@click.option("--open", "open_browser", is_flag=True, help="Also open it in a web browser.")
 @click.option("--port", default=5000, show_default=True, help="Port of the UI.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--tracking-uri", default=None, help="Tracking store (default: the one rnnflow logs to).")
 @user_errors
-def ui(port: int, host: str, tracking_uri: str | None) -> None:
-    """Start the MLflow UI on the tracking store rnnflow logs to."""
-    from rnnflow.compare import serve_ui
+def ui(experiment: str | None, open_browser: bool, port: int, host: str, tracking_uri: str | None) -> None:
+    """Serve the MLflow UI on the tracking store rnnflow logs to; print the address of the runs.
 
-    serve_ui(host, port, tracking_uri)
+    The one line printed is the experiment's training runs table. Ctrl-C (or SIGTERM) stops the
+    UI and exits 0. On a tracking server (http/https), print its address and start nothing.
+    """
+    _leave_objects_to_the_os_at_exit()  # MLflow's heap: seconds of garbage collection at exit otherwise
+    from rnnflow.ui import serve
+
+    serve(host, port, tracking_uri, experiment, open_browser, echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover
