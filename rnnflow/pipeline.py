@@ -68,10 +68,10 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
         RunInterrupted: Ctrl-C stopped a child (recorded KILLED with a checkpoint); the parent
             is recorded KILLED and the remaining children do not run.
     """
+    pipeline, children = load_pipeline(path, overrides)  # spec errors before TensorFlow is imported
     from rnnflow import __version__, tracking
     from rnnflow.runner import RunInterrupted, run
 
-    pipeline, children = load_pipeline(path, overrides)
     uri = tracking.tracking_uri(pipeline.tracking_uri)
     tracking.check_reachable(uri)
     parent = tracking.Tracker(pipeline.experiment, pipeline.name,

@@ -95,23 +95,22 @@ def run(
         TrainingError: training failed (the run is recorded FAILED).
         RunInterrupted: Ctrl-C (the run is recorded KILLED with a checkpoint).
     """
-    from rnnflow import tracking
+    # The spec first: a spec error is reported before TensorFlow (seconds to import) is loaded.
+    from rnnflow.store import check_reachable, tracking_uri
 
     resume_state = None
     if resume is not None:
         if not isinstance(spec, (str, Path)) and spec is not None:
             raise RnnflowError("resume takes the spec from the run; do not pass one")
-        uri = tracking.tracking_uri(None)
-        tracking.check_reachable(uri)
+        uri = tracking_uri(None)
+        check_reachable(uri)
         spec, resume_state = _load_checkpoint(resume)
-    elif isinstance(spec, (str, Path)):
-        spec = load_spec(spec, overrides)
-        overrides = tuple(overrides)
-        uri = tracking.tracking_uri(spec.tracking.tracking_uri)
-        tracking.check_reachable(uri)
     else:
-        uri = tracking.tracking_uri(spec.tracking.tracking_uri)
-        tracking.check_reachable(uri)
+        if isinstance(spec, (str, Path)):
+            spec = load_spec(spec, overrides)
+            overrides = tuple(overrides)
+        uri = tracking_uri(spec.tracking.tracking_uri)
+        check_reachable(uri)
     return _Run(spec, tuple(overrides), uri, quiet, resume, resume_state, parent_run_id, tags or {},
                 list(callbacks)).execute()
 
