@@ -73,6 +73,23 @@ def test_bad_override_points_at_the_pipeline_line(tmp_path):
     assert any(str(tmp_path / "missing.yaml") in m and "file not found" in m for m in messages), messages
 
 
+def test_epochs_on_an_iterations_spec_says_how_to_clear_iterations(tmp_path):
+    path = write_pipeline(tmp_path, f"""\
+        name: by_epochs
+        runs:
+          - spec: {GRU}
+            set:
+              train.epochs: 2
+        """)
+    with pytest.raises(SpecError) as info:
+        load_pipeline(path)
+    [issue] = info.value.issues
+    assert (issue.source, issue.line, issue.path) == (str(path), 5, "train.epochs")
+    line = next(i for i, text in enumerate(Path(GRU).read_text().splitlines(), 1) if "iterations:" in text)
+    assert f"gru_forecast.yaml sets train.iterations (line {line}); to train by epochs instead, add " \
+           "train.iterations: null beside it" in issue.message
+
+
 def test_pipeline_schema_errors_are_located(tmp_path):
     path = write_pipeline(tmp_path, f"""\
         name: bad
