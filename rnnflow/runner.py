@@ -260,10 +260,17 @@ class _Run:
             iterations, seconds = result.iterations, result.seconds
             trained = result.iterations - (int(self.resume_state["meta"]["iteration"]) if self.resume_state else 0)
             metrics["train_seconds"] = seconds
-            if trained and seconds > 0:
-                # Steady state: the first call also traces and (with XLA) compiles, reported apart.
-                metrics["ms_per_iteration"] = result.ms_per_iteration(trained)
+            if trained:
+                # Steady state apart from the first call, which also traces and (with XLA) compiles.
                 metrics["first_call_seconds"] = result.first_call_seconds
+                if result.ms_per_iteration is not None:
+                    metrics["ms_per_iteration"] = result.ms_per_iteration
+                else:
+                    tracker.set_tags({"rnnflow.ms_per_iteration": (
+                        f"not measured: every call of the compiled training step ({trained} iterations in "
+                        "all) was the first of its length, whose time is mostly tracing and compiling "
+                        "(first_call_seconds); a lower train.steps_per_execution or more iterations "
+                        "give a steady-state rate")})
             curve = self._full_curve(result.curve)
             tracker.log_artifact(plots.loss_curve({"loss": curve}, tmp / "loss.png"))
             for which, split in data.splits().items():
