@@ -56,6 +56,24 @@ def test_grid_expands_to_validated_children(tmp_path):
     assert "model.cells[0].type=rnn" in children[0].overrides
 
 
+def test_children_varying_keys_with_the_same_last_part_get_distinct_names(tmp_path):
+    path = dump_pipeline(tmp_path, {"name": "units", "set": TINY, "runs": [{"spec": GRU, "grid": {
+        "model.cells[0].units": [4], "model.projection.units": [1], "train.learning_rate": [0.01]}}]})
+    _, [child] = load_pipeline(path)
+    assert child.name == "gru_forecast[cells[0].units=4,projection.units=1,learning_rate=0.01]"
+
+
+def test_progress_bar_shows_the_child_run_name(capsys):
+    """rich read the '[type=lstm]' of a child's name as markup: every bar of a pipeline said 'forecast'."""
+    from rnnflow.progress import ProgressBar
+
+    bar = ProgressBar("forecast[type=lstm]")
+    bar.on_train_begin({"total": 10})
+    bar.on_train_batch_end(5, {"loss": 0.5})
+    bar.on_train_end()
+    assert "forecast[type=lstm]" in capsys.readouterr().err
+
+
 def test_bad_override_points_at_the_pipeline_line(tmp_path):
     path = write_pipeline(tmp_path, f"""\
         name: bad
