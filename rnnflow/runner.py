@@ -281,7 +281,7 @@ class _Run:
             logged = {k: v for k, v in metrics.items() if not k.startswith(self.trainer.held_out_name + "_")}
         tracker.log_metrics(logged, step=iterations)
         context = StepContext(built=built, data=data, out_dir=tmp, seed=spec.seed,
-                              predict=built.predict, metrics=metrics)
+                              predict=built.predict, metrics=metrics, source=spec.data)
         for step in spec.evaluate.steps:
             for path in step.run(context):
                 tracker.log_artifact(path)
