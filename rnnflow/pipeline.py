@@ -69,13 +69,14 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
             is recorded KILLED and the remaining children do not run.
     """
     pipeline, children = load_pipeline(path, overrides)  # spec errors before TensorFlow is imported
-    from rnnflow import __version__, tracking
+    from rnnflow import tracking
+    from rnnflow.provenance import git_tags, version_tags
     from rnnflow.runner import RunInterrupted, run
 
     uri = tracking.tracking_uri(pipeline.tracking_uri)
     tracking.check_reachable(uri)
     parent = tracking.Tracker(pipeline.experiment, pipeline.name,
-                              {"rnnflow.version": __version__, "rnnflow.role": "pipeline",
+                              {**version_tags(), **git_tags(Path(path)), "rnnflow.role": "pipeline",
                                "rnnflow.pipeline": pipeline.name})
     outcomes: list[ChildOutcome] = []
     try:

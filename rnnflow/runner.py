@@ -189,13 +189,13 @@ class _Run:
     # --- phases ---
 
     def _start(self):
-        from rnnflow import __version__
+        from rnnflow.provenance import git_tags, version_tags
         from rnnflow.store import SPEC_DIR_TAG
         from rnnflow.tracking import Tracker
 
         spec = self.spec
         tags = {
-            "rnnflow.version": __version__,
+            **version_tags(),
             "rnnflow.spec_sha256": spec.sha256(),
             "rnnflow.spec_name": spec.name,
             "rnnflow.data": spec.data.type,
@@ -205,6 +205,7 @@ class _Run:
         }
         if spec.document is not None and spec.document.path is not None:
             tags["rnnflow.spec_file"] = str(spec.document.path.resolve())
+            tags.update(git_tags(spec.document.path))
         tags[SPEC_DIR_TAG] = str(spec.base_dir)  # relative paths of a resumed run resolve the same way
         if self.overrides:
             tags["rnnflow.overrides"] = " ".join(self.overrides)

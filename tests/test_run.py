@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SPECS, shrink
+from conftest import ROOT, SPECS, shrink
 
 from rnnflow.cli import main
 
@@ -35,7 +35,22 @@ def test_tiny_run_of_every_spec(path, run_spec, client):
     assert params["name"] == spec.name and params["data.type"] == spec.data.type
     assert params["model.cells.0.type"] == spec.model.cells[0].type
     assert run.data.tags["rnnflow.spec_sha256"] == spec.sha256()
-    assert run.data.tags["rnnflow.version"]
+    import keras
+    import mlflow
+    import tensorflow as tf
+
+    import rnnflow
+
+    assert {k: run.data.tags[k] for k in ("rnnflow.version", "rnnflow.tensorflow_version", "rnnflow.keras_version",
+                                          "rnnflow.mlflow_version")} == {
+        "rnnflow.version": rnnflow.__version__, "rnnflow.tensorflow_version": tf.__version__,
+        "rnnflow.keras_version": keras.__version__, "rnnflow.mlflow_version": mlflow.__version__}
+    if (ROOT / ".git").exists():  # a checkout: the run names the commit of the spec's repository
+        import subprocess
+
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+        assert run.data.tags["mlflow.source.git.commit"] == head.stdout.strip()
+        assert run.data.tags["rnnflow.git_dirty"] in ("true", "false")
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"spec", "model_summary.txt"} <= artifacts
     spec_files = {a.path for a in client.list_artifacts(result.run_id, "spec")}
@@ -91,8 +106,6 @@ def test_spec_errors_are_reported_before_tensorflow_is_imported(tmp_path, comman
     """`run` took 5-13 s to report what `validate` reports in 0.3 s: it imported TensorFlow first."""
     import subprocess
     import sys
-
-    from conftest import ROOT
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ndata: {type: sine}\nmodel:\n  cells:\n    - {type: gru, units: -1}\n")
