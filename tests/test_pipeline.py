@@ -185,19 +185,25 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     check_pipeline_runs(client, result.output, "exp-two")
 
     parent_id = result.output.split("parent run id: ")[1].split()[0]
-    table = CliRunner().invoke(main, ["compare", "--parent", parent_id])
+    table = CliRunner().invoke(main, ["compare", "--parent", parent_id], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
-    assert lines[0].split()[:3] == ["run", "run_id", "status"] and "model.cells.0.type" in lines[0]
-    assert "test_loss" in lines[0]
+    header = next(line for line in lines if line.startswith("run "))
+    assert "model.cells.0.type" in header.split() and "test_loss" in header.split(), header
+    assert "forget_bias" not in header and "reset_after" not in header
     as_json = json.loads(CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "json"]).output)
     finished = [r for r in as_json if r["status"] == "FINISHED"]
     assert [r["test_loss"] for r in finished] == sorted(r["test_loss"] for r in finished)
-    assert "model.cells.0.type" in as_json[0]  # differs between the children
+    assert "model.cells.0.type" in as_json[0]  # the grid varies it
     assert "seed" not in as_json[0] and "description" not in as_json[0]  # the same, or not a setting
     assert "learning_rate" not in " ".join(as_json[0])  # equal everywhere: not a differing param
+    # The MNIST child failed before training: it joins the table with its status, not a task of its own.
+    assert {r["run"]: r["status"] for r in as_json}["nodata"] == "FAILED"
     csv_out = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "csv"]).output
-    assert csv_out.splitlines()[0].startswith("run,run_id,status")
+    header = csv_out.splitlines()[0].split(",")
+    assert header[:3] == ["group", "run", "rank"] and header[-2:] == ["status", "run_id"]
+    # What the overrides vary: the cell type (grid) and the broken child's step; nothing else.
+    assert [h for h in header if "." in h] == ["evaluate.steps.0.type", "model.cells.0.type"]
     bad = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--metric", "nope"])
     assert bad.exit_code == 1 and "no run has the metric 'nope'" in bad.output
 
@@ -328,13 +334,15 @@ def test_ctrl_c_stops_the_whole_pipeline(tmp_path, mlflow_store, client, monkeyp
 
 def test_table_rows_stay_on_one_line_each():
     """A folded `description: >` ends with a line break; in a compared param it broke the table."""
-    from rnnflow.compare import render
+    from rnnflow.compare import Group, _fit
 
-    header = ["run", "description", "test_loss"]
-    rows = [["a", "One layer.\nTrained on a window.\n", 0.5], ["b", "", 0.25]]
-    lines = render(header, rows, "table").splitlines()
+    group = Group("sine, mse loss", "test_loss", False, ["description"], ["test_loss"],
+                  [{"run": "a", "description": "One layer.\nTrained on a window.\n", "test_loss": 0.5,
+                    "status": "FINISHED", "run_id": "1"},
+                   {"run": "b", "description": "", "test_loss": 0.25, "status": "FINISHED", "run_id": "2"}])
+    lines = _fit(group, 200)
     assert len(lines) == 3
-    assert lines[1].split() == ["a", "One", "layer.", "Trained", "on", "a", "window.", "0.5"]
+    assert lines[1].split() == ["a", "One", "layer.", "Trained", "on", "a", "window.", "0.5", "1"]
     assert [line.index("test_loss") for line in lines[:1]] == [lines[2].index("0.25")]
 
 

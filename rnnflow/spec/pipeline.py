@@ -29,7 +29,7 @@ from rnnflow.errors import SpecError, SpecIssue
 from rnnflow.spec.base import NAME_PATTERN, Section, json_schema
 from rnnflow.spec.spec import Spec, spec_from_document
 from rnnflow.spec.validate import validate_named
-from rnnflow.spec.keypath import KeyPath, format_path, parse_path
+from rnnflow.spec.keypath import KeyPath, format_path, parse_path, shortest_endings
 from rnnflow.spec.overrides import apply_overrides, set_path
 from rnnflow.spec.yamlio import Document, Position, load_yaml
 
@@ -192,7 +192,8 @@ def _child(pipeline: Pipeline, doc: Document, index: int, entry: RunEntry, spec_
         set_path(spec_doc, ("tracking", "tracking_uri"), pipeline.tracking_uri, here)
     base_name = entry.name or (spec_doc.data.get("name") if isinstance(spec_doc.data, dict) else None) \
         or spec_path.stem
-    label = ",".join(f"{short}={_value_text(v)}" for short, v in zip(short_keys(list(varied)), varied.values()))
+    shorts = shortest_endings([parse_path(k) for k in varied])  # cells[0].units and projection.units stay apart
+    label = ",".join(f"{format_path(short)}={_value_text(v)}" for short, v in zip(shorts, varied.values()))
     name = f"{base_name}[{label}]" if label else str(base_name)
     set_path(spec_doc, ("tracking", "run_name"), name, here)
     try:
@@ -204,22 +205,6 @@ def _child(pipeline: Pipeline, doc: Document, index: int, entry: RunEntry, spec_
         raise SpecError([dataclasses.replace(x, message=x.message + where) if x.source == doc.source else x
                          for x in error.issues]) from None
     return Child(name, spec, texts, varied)
-
-
-def short_keys(keys: list[str]) -> list[str]:
-    """Each key path cut to its shortest ending that no other key shares: `type` for
-    model.cells[0].type alone, `cells[0].type` and `cells[1].type` when both are varied."""
-    paths = [parse_path(k) for k in keys]
-    shorts = []
-    for path in paths:
-        for size in range(1, len(path) + 1):
-            ending = path[-size:]
-            if sum(1 for other in paths if other[-size:] == ending) == 1 or size == len(path):
-                break
-        while isinstance(ending[0], int) and len(ending) < len(path):  # never start at an index
-            ending = path[-len(ending) - 1:]
-        shorts.append(format_path(ending))
-    return shorts
 
 
 @functools.lru_cache(maxsize=64)
