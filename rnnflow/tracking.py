@@ -115,7 +115,6 @@ class Delivery:
         self.wait = wait_seconds() if wait is None else wait
         self.retry_seconds = retry_seconds
         self.away_since: float | None = None
-        self.last_error = ""
         self._next_try = 0.0
 
     def attempt(self, send: Callable[[], Any], timeout: int = 5) -> bool:
@@ -128,14 +127,14 @@ class Delivery:
         if self.away_since is not None and time.monotonic() < self._next_try:
             return False
         if not healthy(self.uri):  # 0 s when refused, 1 s when hung: cheaper than a timed-out call
-            return self._away("no answer from /health")
+            return self._away()
         try:
             with bounded_http(timeout):
                 send()
         except Exception as error:  # noqa: BLE001 - MLflow wraps the connection error in MlflowException
             if healthy(self.uri) and not _connection_failed(error):
                 raise
-            return self._away(str(error).splitlines()[0][:300] if str(error) else type(error).__name__)
+            return self._away()
         self.away_since = None
         return True
 
@@ -157,20 +156,21 @@ class Delivery:
             except Exception as error:  # noqa: BLE001 - see attempt
                 if healthy(self.uri) and not _connection_failed(error):
                     raise
-                self._away(str(error).splitlines()[0][:300] if str(error) else type(error).__name__)
+                self._away()
             deadline = deadline if deadline is not None else time.monotonic() + self.wait
-            while not healthy(self.uri):
+            while True:  # also bounded when /health answers but the call keeps timing out
                 if time.monotonic() >= deadline:
                     raise TrackingUnavailable(
                         f"the tracking server {self.uri} went away and did not come back within "
                         f"{self.wait:g} s (${WAIT_ENV}) while {what}")
+                if healthy(self.uri):
+                    break
                 time.sleep(1.0)
 
-    def _away(self, why: str) -> bool:
+    def _away(self) -> bool:
         if self.away_since is None:
             self.away_since = time.monotonic()
         self._next_try = time.monotonic() + self.retry_seconds
-        self.last_error = why
         return False
 
 

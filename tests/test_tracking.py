@@ -295,3 +295,61 @@ def test_training_goes_on_while_the_tracking_server_is_away(on_server, monkeypat
     assert resumed.exit_code == 0, resumed.output
     check_complete(client, run_id, 30, reference)
     assert not kept.exists()
+
+
+@pytest.fixture
+def health_server():
+    """A stand-in for a tracking server's /health on a free loopback port (answers 200)."""
+    import http.server
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_delivery_waits_a_bounded_time_and_never_for_a_refusal(health_server):
+    import time
+
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    from rnnflow.server import free_port
+    from rnnflow.tracking import Delivery, TrackingUnavailable
+
+    gone = Delivery(f"http://127.0.0.1:{free_port()}", wait=1.5, retry_seconds=60)
+    sent = []
+    started = time.monotonic()
+    assert gone.attempt(lambda: sent.append(1)) is False and sent == []  # nobody answers /health
+    assert gone.attempt(lambda: sent.append(1)) is False  # within the retry window: no new try
+    with pytest.raises(TrackingUnavailable, match="did not come back within 1.5 s .* while sending x"):
+        gone.call("sending x", lambda: (_ for _ in ()).throw(requests.exceptions.ConnectionError("refused")))
+    assert time.monotonic() - started < 10
+
+    up = Delivery(health_server, wait=30)
+    failures = [requests.exceptions.ConnectionError("reset"), requests.exceptions.ReadTimeout("slow")]
+
+    def flaky():
+        if failures:
+            raise MlflowException("API request failed") from failures.pop(0)
+        return "sent"
+
+    assert up.call("sending y", flaky) == "sent" and failures == []  # connection trouble: tried again
+    started = time.monotonic()
+    with pytest.raises(MlflowException, match="refused the param"):  # a refusal is an answer: no wait
+        up.call("sending z", lambda: (_ for _ in ()).throw(MlflowException("refused the param")))
+    assert time.monotonic() - started < 5
+    stuck = Delivery(health_server, wait=1)
+    with pytest.raises(TrackingUnavailable):  # /health answers, the call keeps timing out: still bounded
+        stuck.call("sending w", lambda: (_ for _ in ()).throw(requests.exceptions.ReadTimeout("slow")))
