@@ -146,8 +146,10 @@ def _summarize(parent, outcomes: list[ChildOutcome], echo) -> None:
 
     from rnnflow import plots
 
+    from rnnflow.compare import compare_runs, render
+
+    echo(render(compare_runs(parent=parent.run_id), "table"))  # the table `rnnflow compare` shows
     header, rows = summary_rows(outcomes)
-    echo(format_table(header, rows))
     client = MlflowClient()
     with tempfile.TemporaryDirectory(prefix="rnnflow-pipeline-") as tmp:
         folder = Path(tmp)

@@ -182,6 +182,7 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     assert result.exit_code == 1, result.output
     assert "2 of 4 run(s) failed" in result.output
     assert "FAILED: " in result.output
+    assert "best first by test_loss" in result.output and "nodata (FAILED)" in result.output  # compare's table
     check_pipeline_runs(client, result.output, "exp-two")
 
     parent_id = result.output.split("parent run id: ")[1].split()[0]
