@@ -87,14 +87,15 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
         RunInterrupted: Ctrl-C stopped a child (recorded KILLED with a checkpoint); the parent
             is recorded KILLED and the remaining children do not run.
     """
-    from rnnflow import __version__, tracking
+    pipeline, children = load_pipeline(path, overrides)  # spec errors before TensorFlow is imported
+    from rnnflow import tracking
+    from rnnflow.provenance import git_tags, version_tags
     from rnnflow.runner import RunInterrupted, run
 
-    pipeline, children = load_pipeline(path, overrides)
     uri = tracking.tracking_uri(pipeline.tracking_uri)
     tracking.check_reachable(uri)
     parent = tracking.Tracker(pipeline.experiment, pipeline.name,
-                              {"rnnflow.version": __version__, "rnnflow.role": "pipeline",
+                              {**version_tags(), **git_tags(Path(path)), "rnnflow.role": "pipeline",
                                "rnnflow.pipeline": pipeline.name})
     outcomes: list[ChildOutcome] = []
     try:
@@ -212,9 +213,9 @@ def _summarize(parent, pipeline: Pipeline, children: list[Child], outcomes: list
     from mlflow.tracking import MlflowClient
 
     from rnnflow import plots
-    from rnnflow.compare import default_metric, higher_is_better
+    from rnnflow.compare import compare_runs, default_metric, higher_is_better, render
 
-    echo(format_table(*summary_rows(outcomes)))
+    echo(render(compare_runs(parent=parent.run_id), "table"))  # the table `rnnflow compare` shows
     settings = varying_settings(children)
     varying = _setting_keys(settings)
     header, rows = summary_rows(outcomes, settings)

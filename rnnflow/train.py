@@ -131,6 +131,9 @@ class TrainResult:
         steps_per_execution: gradient steps per compiled call.
         first_call_seconds: wall time of the first call, tracing and XLA compilation included.
         first_call_steps: steps done in that call.
+        steady_seconds: time spent in calls of a chunk length that was already compiled (the
+            first call of each length traces, and with XLA compiles, so it is left out).
+        steady_steps: steps done in those calls.
     """
 
     iterations: int
@@ -139,14 +142,16 @@ class TrainResult:
     steps_per_execution: int
     first_call_seconds: float = 0.0
     first_call_steps: int = 0
+    steady_seconds: float = 0.0
+    steady_steps: int = 0
 
-    def ms_per_iteration(self, trained: int) -> float:
-        """Wall time per step after the first call (which also traces and compiles), in ms; over
-        all steps when there was only one call."""
-        later = trained - self.first_call_steps
-        if later > 0:
-            return 1000.0 * (self.seconds - self.first_call_seconds) / later
-        return 1000.0 * self.seconds / max(trained, 1)
+    @property
+    def ms_per_iteration(self) -> float | None:
+        """Steady-state time per gradient step in ms, or None when no call was steady (a run of
+        one compiled call is all tracing and compiling: its rate would mislead)."""
+        if self.steady_steps <= 0:
+            return None
+        return 1000.0 * self.steady_seconds / self.steady_steps
 
 
 class Interrupted(Exception):
@@ -260,6 +265,8 @@ class Trainer:
         pending = self.pending
         started = time.perf_counter()
         first_call: tuple[float, int] | None = None
+        compiled: set[int] = set()  # chunk lengths already traced (each new one traces again)
+        steady_seconds, steady_steps = 0.0, 0
         done = int(self.iteration.numpy())
         first = done
         while done < schedule.total:
@@ -267,9 +274,14 @@ class Trainer:
                 raise Interrupted(done)
             stop = schedule.next_stop(done)
             indexes = batch_indices(seed, n, schedule.batch_size, done, stop - done, self.train_spec.shuffle)
+            call_started = time.perf_counter()
             losses = self._step_fn(self._x, self._y, self._w, self._l, tf.constant(indexes)).numpy()
             if first_call is None:  # tracing and compiling happen in the first call
                 first_call = (time.perf_counter() - started, stop - done)
+            if stop - done in compiled:
+                steady_seconds += time.perf_counter() - call_started
+                steady_steps += stop - done
+            compiled.add(stop - done)
             bad = np.flatnonzero(~np.isfinite(losses))
             valid = losses[: bad[0]] if bad.size else losses
             # The chunk returns every step's loss: log points fall where the spec says, not only
@@ -297,7 +309,8 @@ class Trainer:
         seconds = time.perf_counter() - started
         for cb in self.callbacks:
             cb.on_train_end({"iterations": done, "seconds": seconds, "trained": done - first})
-        return TrainResult(done, curve, seconds, schedule.steps_per_execution, *(first_call or (0.0, 0)))
+        return TrainResult(done, curve, seconds, schedule.steps_per_execution, *(first_call or (0.0, 0)),
+                           steady_seconds, steady_steps)
 
     @property
     def held_out_name(self) -> str:

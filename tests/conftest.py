@@ -27,6 +27,8 @@ def mlflow_store(tmp_path_factory) -> str:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    # Checkpoints a tracking server could not take go here, not into the user's ~/.cache.
+    os.environ.setdefault("RNNFLOW_CHECKPOINT_DIR", str(folder / "checkpoints"))
     import mlflow
 
     mlflow.set_tracking_uri(uri)

@@ -18,6 +18,7 @@ from rnnflow.spec.overrides import apply_overrides
 from rnnflow.spec.yamlio import Document, load_yaml, parse_yaml
 from rnnflow.steps import AnyStepSpec, PredictionsStep
 
+_BOTH_SCHEDULES = "give iterations or epochs, not both"
 _TAG_KEY = re.compile(r"^[\w\-. /]{1,250}$")
 
 LOSSES = {
@@ -74,7 +75,7 @@ class TrainSpec(Section):
     @pydantic.model_validator(mode="after")
     def _schedule(self) -> "TrainSpec":
         if self.iterations is not None and self.epochs is not None:
-            raise at("epochs", "give iterations or epochs, not both")
+            raise at("epochs", _BOTH_SCHEDULES)
         if isinstance(self.validation, float) and not 0 < self.validation < 1:
             raise at("validation", f"a fraction is between 0 and 1 (got {self.validation}); "
                      "a count of sequences is an integer")
@@ -240,11 +241,32 @@ def spec_from_document(doc: Document, overrides: list[str] | tuple[str, ...] = (
     try:
         spec = validate_named(doc, Spec, what="spec")
     except SpecError as error:
-        raise SpecError(unapplied + error.issues) from None
+        raise SpecError(unapplied + [_schedule_hint(issue, doc) for issue in error.issues]) from None
     if unapplied:
         raise SpecError(unapplied)
     spec._document = doc
     return spec
+
+
+def _schedule_hint(issue: SpecIssue, doc: Document) -> SpecIssue:
+    """Iterations and epochs both given because an override set one on a spec that has the other:
+    point at the override and say how to clear the other (`--set train.iterations=null`)."""
+    if issue.path != "train.epochs" or issue.message != _BOTH_SCHEDULES:
+        return issue
+    where = {key: doc.position(("train", key), key=True) for key in ("iterations", "epochs")}
+    from_file = [key for key, position in where.items() if position.source == doc.source]
+    if len(from_file) != 1:
+        return issue  # both in the file, or both overridden: nothing to add
+    other = from_file[0]
+    key = "epochs" if other == "iterations" else "iterations"
+    override = where[key]
+    if override.source.startswith("--set"):
+        clear = f"--set train.{other}=null"
+    else:  # a pipeline's set or grid
+        clear = f"train.{other}: null beside it"
+    return SpecIssue(override.source, override.line, override.column, f"train.{key}",
+                     f"{_BOTH_SCHEDULES}: {doc.source} sets train.{other} (line {where[other].line}); "
+                     f"to train by {key} instead, add {clear}")
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
