@@ -29,6 +29,7 @@ class ChildOutcome:
     status: str
     metrics: dict[str, float]
     error: str | None = None
+    stop_reason: str | None = None
 
 
 @dataclasses.dataclass
@@ -87,7 +88,8 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
                     **{f"rnnflow.grid.{k}": str(v) for k, v in child.varied.items()}}
             try:
                 result = run(child.spec, child.overrides, quiet=quiet, parent_run_id=parent.run_id, tags=tags)
-                outcomes.append(ChildOutcome(child.name, result.run_id, "FINISHED", result.metrics))
+                outcomes.append(ChildOutcome(child.name, result.run_id, "FINISHED", result.metrics,
+                                             stop_reason=result.stop_reason))
             except (KeyboardInterrupt, RunInterrupted):
                 raise  # Ctrl-C stops the pipeline, not just the child that was training
             except Exception as error:  # noqa: BLE001 - a failing child must not stop the others
@@ -118,12 +120,15 @@ def _record_failure(pipeline: Pipeline, parent_run_id: str, child: Child, tags: 
 
 
 def summary_rows(outcomes: list[ChildOutcome]) -> tuple[list[str], list[list[Any]]]:
-    """The summary table: one row per child with its final metrics."""
+    """The summary table: one row per child with its final metrics, its best validation metric and
+    why its training stopped."""
     metric_names = sorted({k for o in outcomes for k in o.metrics if k.startswith(("train_", "val_", "test_"))
                            and k != "train_seconds"})
-    header = ["run", "status", *metric_names, "ms_per_iteration", "run_id"]
-    rows = [[o.name, o.status, *[o.metrics.get(m, "") for m in metric_names],
-             o.metrics.get("ms_per_iteration", ""), o.run_id or ""] for o in outcomes]
+    best = sorted({k for o in outcomes for k in o.metrics if k.startswith("best_val_")})
+    header = ["run", "status", *metric_names, *best, "best_iteration", "stop_reason", "ms_per_iteration", "run_id"]
+    rows = [[o.name, o.status, *[o.metrics.get(m, "") for m in metric_names], *[o.metrics.get(m, "") for m in best],
+             o.metrics.get("best_iteration", ""), o.stop_reason or "", o.metrics.get("ms_per_iteration", ""),
+             o.run_id or ""] for o in outcomes]
     return header, rows
 
 

@@ -53,6 +53,9 @@ class RunResult:
         iterations: gradient steps done.
         seconds: training wall time.
         built: the trained model.
+        stop_reason: why training stopped: completed, early_stopping or max_minutes (None
+            without training).
+        weights: which weights the model ends with, e.g. `best@iteration 1200` or `last@iteration 2500`.
     """
 
     run_id: str
@@ -63,6 +66,8 @@ class RunResult:
     iterations: int
     seconds: float
     built: Any = None
+    stop_reason: str | None = None
+    weights: str | None = None
 
 
 def run(
@@ -171,8 +176,7 @@ class _Run:
         if spec.train is not None:
             self.trainer = Trainer(spec, built, data)
             if self.resume_state is not None:
-                self.trainer.load_state(self.resume_state["arrays"])
-                self.trainer.pending = list(self.resume_state["meta"].get("pending_losses", []))
+                self.trainer.load_state(self.resume_state["arrays"], self.resume_state["meta"])
         self.tracker = self._start()
         with tempfile.TemporaryDirectory(prefix="rnnflow-") as tmp:
             try:
@@ -238,6 +242,8 @@ class _Run:
             tracker.log_params({"model.parameters": str(built.model.count_params())})
         metrics: dict[str, float] = {}
         iterations, seconds = 0, 0.0
+        result = None
+        stamp = None
         if self.trainer is not None:
             metrics_logger = MetricsLogger(tracker.run_id)
             callbacks = [metrics_logger, *self.callbacks]
@@ -265,15 +271,24 @@ class _Run:
                 # Steady state: the first call also traces and (with XLA) compiles, reported apart.
                 metrics["ms_per_iteration"] = result.ms_per_iteration(trained)
                 metrics["first_call_seconds"] = result.first_call_seconds
+            metrics.update(self._stopping_metrics(result))
             curve = self._full_curve(result.curve)
             tracker.log_artifact(plots.loss_curve({"loss": curve}, tmp / "loss.png"))
+            # With restored weights the final metrics follow the last evaluation at the same step:
+            # a later timestamp makes them the run's final values in MLflow.
+            stamp = metrics_logger.last_timestamp + 1 if result.restored_from is not None else None
             for which, split in data.splits().items():
                 metrics.update({f"{which}_{k}": v for k, v in evaluate(built, split, spec.train).items()})
         logged = metrics
-        if self.trainer is not None and self.trainer.schedule.evaluates_at(iterations):
-            # The trainer already logged this evaluation at the last step.
+        if self.trainer is not None and result.restored_from is None and self.trainer.last_evaluated == iterations:
+            # The trainer already logged this evaluation, of these weights, at the last step.
             logged = {k: v for k, v in metrics.items() if not k.startswith(self.trainer.held_out_name + "_")}
-        tracker.log_metrics(logged, step=iterations)
+        tracker.log_metrics(logged, step=iterations, timestamp=stamp)
+        weights = None
+        if result is not None:
+            weights = (f"best@iteration {result.restored_from}" if result.restored_from is not None
+                       else f"last@iteration {iterations}")
+            tracker.set_tags({"rnnflow.stop_reason": result.stop_reason, "rnnflow.weights": weights})
         context = StepContext(built=built, data=data, out_dir=tmp, seed=spec.seed,
                               predict=built.predict, metrics=metrics)
         for step in spec.evaluate.steps:
@@ -283,7 +298,22 @@ class _Run:
             tracker.log_model(built.model, data.held_out.inputs(slice(0, 1)))
         tracker.end("FINISHED")
         return RunResult(tracker.run_id, tracker.experiment_id, self.uri, "FINISHED", metrics, iterations,
-                         seconds, built)
+                         seconds, built, result.stop_reason if result is not None else None, weights)
+
+    def _stopping_metrics(self, result) -> dict[str, float]:
+        """Where training stopped and the best evaluation (`best_val_loss`, `best_iteration`, ...)."""
+        plan = self.trainer.plan
+        by_epoch = self.spec.train.epochs is not None
+        metrics = {"stopped_iteration": float(result.iterations)}
+        if by_epoch:
+            metrics["stopped_epoch"] = result.iterations / plan.steps_per_epoch
+        if result.best is not None:
+            monitor, value, at = result.best
+            metrics[f"best_{monitor}"] = value
+            metrics["best_iteration"] = float(at)
+            if by_epoch:
+                metrics["best_epoch"] = at / plan.steps_per_epoch
+        return metrics
 
     def _full_curve(self, curve: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """The loss curve including points logged before a resume."""
@@ -302,9 +332,7 @@ class _Run:
         folder = tmp / CHECKPOINT_DIR
         folder.mkdir(exist_ok=True)
         np.savez(folder / "state.npz", **self.trainer.state())
-        meta = {"iteration": iteration, "spec_sha256": self.spec.sha256(),
-                # Losses since the last logged point: the first point after a resume averages them too.
-                "pending_losses": self.trainer.pending}
+        meta = {"iteration": iteration, "spec_sha256": self.spec.sha256(), **self.trainer.state_meta()}
         (folder / "meta.json").write_text(json.dumps(meta))
         self.tracker.log_artifact(folder / "state.npz", CHECKPOINT_DIR)
         self.tracker.log_artifact(folder / "meta.json", CHECKPOINT_DIR)
@@ -312,15 +340,25 @@ class _Run:
     def _fail(self, error: BaseException) -> None:
         if self.tracker is None:
             return
+        from rnnflow.controls import INTERRUPTED, NAN
+        from rnnflow.errors import LossNotFinite
+
         if isinstance(error, RunInterrupted):
             # Stopped on request, not failed: no error is recorded, only where it stopped.
-            self.tracker.set_tags({"rnnflow.interrupted_at": str(error.iteration)})
+            self.tracker.set_tags({"rnnflow.interrupted_at": str(error.iteration), "rnnflow.stop_reason": INTERRUPTED})
             self.tracker.end("KILLED")
             return
         if isinstance(error, KeyboardInterrupt):
-            self.tracker.set_tags({"rnnflow.interrupted_at": "no checkpoint (stopped at once, or outside training)"})
+            self.tracker.set_tags({"rnnflow.interrupted_at": "no checkpoint (stopped at once, or outside training)",
+                                   "rnnflow.stop_reason": INTERRUPTED})
             self.tracker.end("KILLED")
             return
+        if isinstance(error, LossNotFinite):
+            try:
+                self.tracker.set_tags({"rnnflow.stop_reason": NAN})
+                self.tracker.log_metrics({"stopped_iteration": float(error.iteration)}, step=error.iteration)
+            except Exception:  # noqa: BLE001 - ending the run matters more than the note
+                pass
         buffer = io.StringIO()
         if not isinstance(error, RnnflowError):
             traceback.print_exception(error, file=buffer)

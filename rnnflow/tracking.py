@@ -56,11 +56,13 @@ class MetricsLogger(keras.callbacks.Callback):
         self.flush_seconds = flush_seconds
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
+        self.last_timestamp = 0  # ms of the latest point
 
     def on_train_batch_end(self, batch, logs=None):
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
+        self.last_timestamp = stamp
         self._pending.extend(Metric(k, float(v), stamp, int(batch)) for k, v in (logs or {}).items())
         if time.monotonic() - self._last_flush > self.flush_seconds:
             self.flush()
@@ -120,8 +122,12 @@ class Tracker:
     def log_params(self, params: dict[str, str]) -> None:
         self.mlflow.log_params(params, run_id=self.run_id)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.mlflow.log_metrics(metrics, step=step, run_id=self.run_id)
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, timestamp: int | None = None) -> None:
+        """Log metrics at a step; at `timestamp` (ms) when later than now (a value logged at the same
+        step before is then replaced as the run's final value)."""
+        if timestamp is not None:
+            timestamp = max(timestamp, int(time.time() * 1000))
+        self.mlflow.log_metrics(metrics, step=step, run_id=self.run_id, timestamp=timestamp)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():

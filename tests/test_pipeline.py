@@ -160,7 +160,7 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     assert [r["test_loss"] for r in finished] == sorted(r["test_loss"] for r in finished)
     assert "model.cells.0.type" in as_json[0]  # differs between the children
     assert "seed" not in as_json[0] and "description" not in as_json[0]  # the same, or not a setting
-    assert "learning_rate" not in " ".join(as_json[0])  # equal everywhere: not a differing param
+    assert "train.learning_rate" not in as_json[0]  # equal everywhere: not a differing param
     csv_out = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "csv"]).output
     assert csv_out.splitlines()[0].startswith("run,run_id,status")
     bad = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--metric", "nope"])
@@ -319,3 +319,18 @@ def test_unreachable_server_fails_fast_when_looking_at_runs(mlflow_store, comman
         assert time.time() - started < 30
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_summary_shows_the_best_validation_metric_and_why_training_stopped():
+    from rnnflow.pipeline import ChildOutcome, format_table, summary_rows
+
+    outcomes = [ChildOutcome("a", "id1", "FINISHED", {"val_loss": 0.5, "best_val_loss": 0.4, "best_iteration": 300.0,
+                                                      "test_loss": 0.6, "ms_per_iteration": 2.0},
+                             stop_reason="early_stopping"),
+                ChildOutcome("b", None, "FAILED", {}, "boom")]
+    header, rows = summary_rows(outcomes)
+    assert header == ["run", "status", "test_loss", "val_loss", "best_val_loss", "best_iteration", "stop_reason",
+                      "ms_per_iteration", "run_id"]
+    lines = format_table(header, rows).splitlines()
+    assert lines[1].split() == ["a", "FINISHED", "0.6", "0.5", "0.4", "300", "early_stopping", "2", "id1"]
+    assert lines[2].split() == ["b", "FAILED"]
