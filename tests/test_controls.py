@@ -16,9 +16,11 @@ from conftest import ROOT
 from test_faults import InterruptAt
 
 GRU = ROOT / "specs" / "gru_forecast.yaml"
+# The spec without its controls (each test adds the ones it is about), tiny.
 TINY = ["data.train_windows=40", "data.eval_windows=6", "model.cells[0].units=3", "train.batch_size=8",
         "train.log_every=1", "train.jit_compile=false", "evaluate.steps=[]", "train.iterations=24",
-        "train.steps_per_execution=5", "train.learning_rate=0.01"]
+        "train.steps_per_execution=5", "train.learning_rate=0.01", "train.validation=null",
+        "train.schedule={type: constant}", "train.early_stopping=null", "evaluate.every=null"]
 
 
 class Record(keras.callbacks.Callback):
@@ -401,7 +403,7 @@ def test_show_describes_the_controls():
     from rnnflow.show import control_notes
     from rnnflow.spec import load_spec
 
-    spec = load_spec(GRU, ["train.validation=0.1", "evaluate.every=100",
+    spec = load_spec(GRU, ["train.validation=0.1", "evaluate.every=100", "train.learning_rate=0.003",
                            "train.schedule={type: cosine, warmup: 50}", "train.early_stopping={patience: 4}",
                            "train.max_minutes=5"])
     notes = "\n".join(control_notes(spec))

@@ -157,7 +157,7 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     assert "test_loss" in lines[0]
     as_json = json.loads(CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "json"]).output)
     finished = [r for r in as_json if r["status"] == "FINISHED"]
-    assert [r["test_loss"] for r in finished] == sorted(r["test_loss"] for r in finished)
+    assert [r["val_loss"] for r in finished] == sorted(r["val_loss"] for r in finished)  # the default: val
     assert "model.cells.0.type" in as_json[0]  # differs between the children
     assert "seed" not in as_json[0] and "description" not in as_json[0]  # the same, or not a setting
     assert "train.learning_rate" not in as_json[0]  # equal everywhere: not a differing param

@@ -125,8 +125,7 @@ def test_mnist_classifier_learns_real_digits(mlflow_store):
         pytest.skip("real MNIST not found: put mnist.npz in ~/.keras/datasets (CI does)")
     from rnnflow.runner import run
 
-    result = run(SPECS / "mnist_classifier.yaml", [f"data.path={path}", "train.epochs=null", "train.iterations=300",
-                                                   "evaluate.every_epoch=false"])
+    result = run(SPECS / "mnist_classifier.yaml", [f"data.path={path}", "train.epochs=null", "train.iterations=300"])
     assert result.metrics["test_accuracy"] > 0.85, result.metrics
 
 
