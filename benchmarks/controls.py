@@ -99,8 +99,10 @@ def measure(name: str, seeds: list[int], extra: list[str], raw: Path, timeout: f
         order = variants[i % len(variants):] + variants[: i % len(variants)]
         for variant, overrides in order:
             path = raw / f"{name}-{variant}-seed{seed}.json"
+            # --set changes the spec as written, never today's settings.
+            changes = overrides if variant == "today" else [*overrides, *extra]
             command = [sys.executable, str(Path(__file__).resolve()), "child", workload["spec"], str(seed), str(path),
-                       *[f"--set={o}" for o in [*overrides, *extra]]]
+                       *[f"--set={o}" for o in changes]]
             print(f"[{name}] seed {seed}, {variant} (load {os.getloadavg()[0]:.1f})", flush=True)
             with open(raw / f"{name}-{variant}-seed{seed}.log", "w") as log:
                 subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
@@ -147,6 +149,7 @@ def summarize(name: str, records: list[dict]) -> dict:
         summary["time_ratio"] = ratio(lambda r: r["process_seconds"])
         summary["train_time_ratio"] = ratio(lambda r: r["metrics"]["train_seconds"])
         summary["steady_time_ratio"] = ratio(steady_seconds)
+        summary["cpu_time_ratio"] = ratio(lambda r: r["cpu_seconds"])
         better = summary["controls"][metric]["median"] <= summary["today"][metric]["median"]
         verdicts.append(("median test MSE no worse than today's", better,
                          f"{summary['controls'][metric]['median']:.5g} vs {summary['today'][metric]['median']:.5g}"))
@@ -198,7 +201,7 @@ def markdown(name: str, results: dict) -> str:
         lines += ["", "Wall time of the spec as written over today's, seed by seed: whole process "
                       f"{show('time_ratio')}; the training loop (evaluations during training included) "
                       f"{show('train_time_ratio')}; the training loop after its first call (which traces and "
-                      f"compiles) {show('steady_time_ratio')}."]
+                      f"compiles) {show('steady_time_ratio')}; CPU time of the process {show('cpu_time_ratio')}."]
     if name == "mnist":
         lines += ["", book_comparison(summary["controls"])]
     lines += [""] + [f"- {'PASS' if v['pass'] else 'FAIL'}: {v['target']} ({v['measured']})" for v in summary["verdicts"]]
@@ -235,11 +238,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("workload", choices=sorted(WORKLOADS))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the workload's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override for every run of the workload (results then go to OUT only)")
+                        help="an override of the spec as written (not of gru's `today`); the README is then "
+                             "left alone")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--mnist", default=None, help="mnist.npz (default: as rnnflow finds it)")
     parser.add_argument("--timeout", type=float, default=7200)
+    parser.add_argument("--rewrite", action="store_true",
+                        help="run nothing: recompute the summary and markdown from OUT/controls_<workload>.json")
     args = parser.parse_args(argv)
+    stem = args.out / f"controls_{args.workload}"
+    if args.rewrite:
+        results = json.loads(stem.with_suffix(".json").read_text())
+        results["summary"] = summarize(args.workload, results["records"])
+        write(args.workload, results, stem, readme=args.out.resolve() == DEFAULT_OUT.resolve())
+        return
     if args.mnist:
         os.environ["RNNFLOW_MNIST"] = str(Path(args.mnist).resolve())
     seeds = args.seeds or WORKLOADS[args.workload]["seeds"]
@@ -249,14 +261,17 @@ def main(argv: list[str] | None = None) -> None:
         records = measure(args.workload, seeds, args.overrides, Path(raw), args.timeout)
     results = {"command": shlex.join(["python", "benchmarks/controls.py", *argv]), "machine": machine,
                "records": records, "summary": summarize(args.workload, records)}
-    stem = args.out / f"controls_{args.workload}"
+    write(args.workload, results, stem, readme=not args.overrides and args.out.resolve() == DEFAULT_OUT.resolve())
+
+
+def write(name: str, results: dict, stem: Path, readme: bool) -> None:
+    """The JSON and markdown results, and the README section when `readme`."""
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    text = markdown(args.workload, results)
-    stem.with_suffix(".md").write_text(f"# Training controls: {args.workload}\n\n{text}")
+    text = markdown(name, results)
+    stem.with_suffix(".md").write_text(f"# Training controls: {name}\n\n{text}")
     print(text)
-    if not args.overrides and args.out.resolve() == DEFAULT_OUT.resolve():
-        if _harness.replace_section(_harness.HERE / "README.md", f"controls-{args.workload}", text):
-            print("updated benchmarks/README.md")
+    if readme and _harness.replace_section(_harness.HERE / "README.md", f"controls-{name}", text):
+        print("updated benchmarks/README.md")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ def control_notes(spec: Spec) -> list[str]:
     train, evaluate = spec.train, spec.evaluate
     schedule = train.schedule
     warmup = f", after {schedule.warmup} iterations of linear warm-up" if schedule.warmup else ""
-    notes = [f"learning rate: {schedule.type} from {train.learning_rate:g}{warmup} (train.schedule)"]
+    rate = "peaking at" if schedule.type == "one_cycle" else "from"
+    notes = [f"learning rate: {schedule.type} {rate} {train.learning_rate:g}{warmup} (train.schedule)"]
     periods = [f"every {evaluate.every} iterations"] if evaluate.every else []
     periods += ["every epoch"] if evaluate.every_epoch else []
     split = "validation" if "val" in spec.split_names else "test (only reported)"
