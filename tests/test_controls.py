@@ -411,3 +411,31 @@ def test_show_describes_the_controls():
     assert "the validation split, every 100 iterations and at the end" in notes
     assert "early stopping: val_loss (min), stops after 4 evaluations without improvement" in notes
     assert "stops after 5 minutes of training" in notes
+
+
+def test_every_control_together_on_a_classifier(runner_api, client, tiny_mnist):
+    """Validation, a warmed-up plateau schedule, early stopping on accuracy, a time budget, a
+    bidirectional layer and output: mean, in one tiny MNIST run."""
+    import mlflow.keras
+
+    mnist = ROOT / "specs" / "mnist_classifier.yaml"
+    result = runner_api(mnist, [
+        "data.train_limit=120", "data.eval_limit=30", "train.validation=20", "train.epochs=4", "train.batch_size=20",
+        "model.cells[0]={type: gru, units: 4, bidirectional: true, merge_mode: ave}", "model.output=mean",
+        "model.unroll=false", "train.max_minutes=100",
+        "train.schedule={type: plateau, monitor: val_accuracy, patience: 1, warmup: 3}",
+        "train.early_stopping={monitor: val_accuracy, patience: 2, restore_best: true}",
+        "tracking.experiment=controls"])
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    tags, metrics = run.data.tags, run.data.metrics
+    assert tags["rnnflow.stop_reason"] in ("completed", "early_stopping")
+    best = int(metrics["best_iteration"])
+    assert tags["rnnflow.weights"] == f"best@iteration {best}" and best % 5 == 0  # an epoch end (5 steps)
+    assert metrics["best_epoch"] == best / 5 and metrics["stopped_epoch"] == metrics["stopped_iteration"] / 5
+    history = {m.step: m.value for m in client.get_metric_history(result.run_id, "val_accuracy")}
+    assert metrics["best_val_accuracy"] == history[best] == max(history.values())
+    assert [m.step for m in client.get_metric_history(result.run_id, "val_loss")][:2] == [5, 10]
+    model = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
+    sample = np.random.default_rng(1).uniform(size=(2, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(model(sample)), np.asarray(result.built.model(sample)), rtol=1e-6)
