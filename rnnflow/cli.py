@@ -197,6 +197,9 @@ def _print_result(result) -> None:
              if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"}
     if shown:
         click.echo("metrics: " + "  ".join(f"{k} {v:.5g}" for k, v in sorted(shown.items())))
+    if result.stop_reason is not None:
+        click.echo(f"training stopped: {result.stop_reason} at iteration {result.iterations}; "
+                   f"the model has the {result.weights.replace('@', ' weights, from ')}")
     from rnnflow import ui
 
     click.echo(f"recorded in {result.tracking_uri} (experiment id {result.experiment_id})")

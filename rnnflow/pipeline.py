@@ -29,6 +29,7 @@ class ChildOutcome:
     status: str
     metrics: dict[str, float]
     error: str | None = None
+    stop_reason: str | None = None
 
 
 @dataclasses.dataclass
@@ -107,7 +108,8 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
                     **{f"rnnflow.grid.{k}": str(v) for k, v in child.varied.items()}}
             try:
                 result = run(child.spec, child.overrides, quiet=quiet, parent_run_id=parent.run_id, tags=tags)
-                outcomes.append(ChildOutcome(child.name, result.run_id, "FINISHED", result.metrics))
+                outcomes.append(ChildOutcome(child.name, result.run_id, "FINISHED", result.metrics,
+                                             stop_reason=result.stop_reason))
             except (KeyboardInterrupt, RunInterrupted):
                 raise  # Ctrl-C stops the pipeline, not just the child that was training
             except Exception as error:  # noqa: BLE001 - a failing child must not stop the others
@@ -169,15 +171,19 @@ def _setting_keys(settings: dict[str, dict[str, str]]) -> list[str]:
 
 def summary_rows(outcomes: list[ChildOutcome], settings: dict[str, dict[str, str]] | None = None
                  ) -> tuple[list[str], list[list[Any]]]:
-    """The summary table: one row per child with the settings that vary and its final metrics."""
+    """The summary table: one row per child with the settings that vary, its final metrics, its
+    best validation metric and why its training stopped."""
     settings = settings or {}
     varying = _setting_keys(settings)
     metric_names = sorted({k for o in outcomes for k in o.metrics if k.startswith(("train_", "val_", "test_"))
                            and k != "train_seconds"})
-    header = ["run", "status", *varying, *metric_names, "ms_per_iteration", "run_id"]
+    best = sorted({k for o in outcomes for k in o.metrics if k.startswith("best_val_")})
+    header = ["run", "status", *varying, *metric_names, *best, "best_iteration", "stop_reason",
+              "ms_per_iteration", "run_id"]
     rows = [[o.name, o.status, *[settings.get(o.name, {}).get(k, "") for k in varying],
-             *[o.metrics.get(m, "") for m in metric_names], o.metrics.get("ms_per_iteration", ""), o.run_id or ""]
-            for o in outcomes]
+             *[o.metrics.get(m, "") for m in metric_names], *[o.metrics.get(m, "") for m in best],
+             o.metrics.get("best_iteration", ""), o.stop_reason or "", o.metrics.get("ms_per_iteration", ""),
+             o.run_id or ""] for o in outcomes]
     return header, rows
 
 

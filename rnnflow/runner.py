@@ -73,6 +73,9 @@ class RunResult:
         iterations: gradient steps done.
         seconds: training wall time.
         built: the trained model.
+        stop_reason: why training stopped: completed, early_stopping or max_minutes (None
+            without training).
+        weights: which weights the model ends with, e.g. `best@iteration 1200` or `last@iteration 2500`.
     """
 
     run_id: str
@@ -83,6 +86,8 @@ class RunResult:
     iterations: int
     seconds: float
     built: Any = None
+    stop_reason: str | None = None
+    weights: str | None = None
 
 
 def run(
@@ -208,8 +213,7 @@ class _Run:
         if spec.train is not None:
             self.trainer = Trainer(spec, built, data)
             if self.resume_state is not None:
-                self.trainer.load_state(self.resume_state["arrays"])
-                self.trainer.pending = list(self.resume_state["meta"].get("pending_losses", []))
+                self.trainer.load_state(self.resume_state["arrays"], self.resume_state["meta"])
         self.tracker = self._start()
         with tempfile.TemporaryDirectory(prefix="rnnflow-") as tmp:
             try:
@@ -285,6 +289,7 @@ class _Run:
         spec, tracker = self.spec, self.tracker
         metrics: dict[str, float] = {}
         iterations, seconds = 0, 0.0
+        result = None
         self.metrics_logger = MetricsLogger(tracker.run_id, tracker.delivery)
         if self.resume_state is not None:  # points the server did not get before
             from mlflow.entities import Metric
@@ -312,18 +317,32 @@ class _Run:
             self.metrics_logger.deliver()  # every training point lands before the run can end
             iterations = result.iterations
             metrics.update(self._timing(result))
+            metrics.update(self._stopping_metrics(result))
             seconds = metrics["train_seconds"]
             curve = self._full_curve(result.curve)
             tracker.log_artifact(plots.loss_curve({"loss": curve}, tmp / "loss.png"))
             for which, split in data.splits().items():
                 metrics.update({f"{which}_{k}": v for k, v in evaluate(built, split, spec.train).items()})
-        # A metric the trainer already logged at the last step (an evaluation there) is not logged
-        # twice: the same weights give the same numbers.
-        already = {k: p for k, p in self.metrics_logger.latest.items() if p.step == iterations and k in metrics}
-        if self.resume is not None:  # or an earlier session of the run logged it
-            already = {**tracker.points_at([k for k in metrics if k not in already], iterations), **already}
-        final = tracker.log_metrics({k: v for k, v in metrics.items() if k not in already}, step=iterations)
+        stamp = None
+        if result is not None and result.restored_from is not None:
+            # The best evaluation's weights, not the last step's: every final value is logged, later
+            # than the last evaluation at the same step, so that MLflow shows it as the run's value.
+            already: dict[str, Any] = {}
+            stamp = self.metrics_logger.last_timestamp + 1
+        else:
+            # A metric the trainer already logged at the last step (an evaluation there) is not
+            # logged twice: the same weights give the same numbers.
+            already = {k: p for k, p in self.metrics_logger.latest.items() if p.step == iterations and k in metrics}
+            if self.resume is not None:  # or an earlier session of the run logged it
+                already = {**tracker.points_at([k for k in metrics if k not in already], iterations), **already}
+        final = tracker.log_metrics({k: v for k, v in metrics.items() if k not in already}, step=iterations,
+                                    timestamp=stamp)
         self.metrics_logger.deliver()
+        weights = None
+        if result is not None:
+            weights = (f"best@iteration {result.restored_from}" if result.restored_from is not None
+                       else f"last@iteration {iterations}")
+            tracker.set_tags({"rnnflow.stop_reason": result.stop_reason, "rnnflow.weights": weights})
         context = StepContext(built=built, data=data, out_dir=tmp, seed=spec.seed,
                               predict=built.predict, metrics=metrics, source=spec.data)
         for step in spec.evaluate.steps:
@@ -334,7 +353,22 @@ class _Run:
             tracker.link_metrics(info.model_id, [*final, *already.values()])
         tracker.end("FINISHED")
         return RunResult(tracker.run_id, tracker.experiment_id, self.uri, "FINISHED", metrics, iterations,
-                         seconds, built)
+                         seconds, built, result.stop_reason if result is not None else None, weights)
+
+    def _stopping_metrics(self, result) -> dict[str, float]:
+        """Where training stopped and the best evaluation (`best_val_loss`, `best_iteration`, ...)."""
+        plan = self.trainer.plan
+        by_epoch = self.spec.train.epochs is not None
+        metrics = {"stopped_iteration": float(result.iterations)}
+        if by_epoch:
+            metrics["stopped_epoch"] = result.iterations / plan.steps_per_epoch
+        if result.best is not None:
+            monitor, value, at = result.best
+            metrics[f"best_{monitor}"] = value
+            metrics["best_iteration"] = float(at)
+            if by_epoch:
+                metrics["best_epoch"] = at / plan.steps_per_epoch
+        return metrics
 
     def _timing(self, result) -> dict[str, float]:
         """train_seconds over every session of the run; the steady rate of this session (or of an
@@ -379,9 +413,7 @@ class _Run:
         folder = local_checkpoint(self.tracker.run_id)
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / "state.npz", **self.trainer.state())
-        meta = {"iteration": iteration, "spec_sha256": self.spec.sha256(),
-                # Losses since the last logged point: the first point after a resume averages them too.
-                "pending_losses": self.trainer.pending,
+        meta = {"iteration": iteration, "spec_sha256": self.spec.sha256(), **self.trainer.state_meta(),
                 "logged_spec": self.logged_spec, "tracking_uri": self.uri,
                 "spec": yaml.safe_dump(self.spec.resolved(), sort_keys=False), "spec_dir": str(self.spec.base_dir),
                 "timing": self.timing}
@@ -406,18 +438,26 @@ class _Run:
 
         if self.tracker is None:
             return None
+        from rnnflow.controls import INTERRUPTED, NAN
+        from rnnflow.errors import LossNotFinite
+
         if isinstance(error, TrackingUnavailable):
             return self._server_gone(error)
         try:
             if isinstance(error, RunInterrupted):
                 # Stopped on request, not failed: no error is recorded, only where it stopped.
-                self.tracker.set_tags({"rnnflow.interrupted_at": str(error.iteration)})
+                self.tracker.set_tags({"rnnflow.interrupted_at": str(error.iteration),
+                                       "rnnflow.stop_reason": INTERRUPTED})
                 self.tracker.end("KILLED")
             elif isinstance(error, KeyboardInterrupt):
                 self.tracker.delivery.wait = min(self.tracker.delivery.wait, 5.0)  # asked to stop: no long wait
-                self.tracker.set_tags({"rnnflow.interrupted_at": "no checkpoint (stopped at once, or outside training)"})
+                self.tracker.set_tags({"rnnflow.interrupted_at": "no checkpoint (stopped at once, or outside training)",
+                                       "rnnflow.stop_reason": INTERRUPTED})
                 self.tracker.end("KILLED")
             else:
+                if isinstance(error, LossNotFinite):
+                    self.tracker.set_tags({"rnnflow.stop_reason": NAN})
+                    self.tracker.log_metrics({"stopped_iteration": float(error.iteration)}, step=error.iteration)
                 buffer = io.StringIO()
                 if not isinstance(error, RnnflowError):
                     traceback.print_exception(error, file=buffer)

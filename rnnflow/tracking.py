@@ -219,6 +219,7 @@ class MetricsLogger(keras.callbacks.Callback):
         self.pending: list[Any] = []
         self.latest: dict[str, Any] = {}  # the last point of each metric (to link final ones to the model)
         self._last_flush = time.monotonic()
+        self.last_timestamp = 0  # ms of the latest point
 
     def add(self, points: list[Any]) -> None:
         """Queue points to send (e.g. those a checkpoint kept while the server was away)."""
@@ -228,6 +229,7 @@ class MetricsLogger(keras.callbacks.Callback):
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
+        self.last_timestamp = stamp
         for key, value in (logs or {}).items():
             point = Metric(key, float(value), stamp, int(batch))
             self.pending.append(point)
@@ -311,11 +313,18 @@ class Tracker:
         self.delivery.call("logging the params", self.client.log_batch, self.run_id,
                            params=[Param(k, v) for k, v in params.items()])
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> list[Any]:
-        """Log metrics at `step`; return the points sent (to link them to a model later)."""
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None,
+                    timestamp: int | None = None) -> list[Any]:
+        """Log metrics at `step`; return the points sent (to link them to a model later).
+
+        At `timestamp` (ms) when it is later than now: a value logged at the same step before
+        (an evaluation of other weights) is then replaced as the run's final value.
+        """
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
+        if timestamp is not None:
+            stamp = max(timestamp, stamp)
         points = [Metric(k, float(v), stamp, step or 0) for k, v in metrics.items()]
         if points:
             self.delivery.call("logging metrics", self.client.log_batch, self.run_id, metrics=points)

@@ -166,6 +166,9 @@ def shrink(spec_path: Path) -> list[str]:
             out.append(f"train.batch_size={min(spec.train.batch_size, 8)}")
         if spec.train.log_every is not None:
             out.append("train.log_every=1")
+        validation = spec.train.validation
+        if isinstance(validation, int) and not isinstance(validation, bool):
+            out.append("train.validation=10")  # a count of the full data set's sequences
     if spec.evaluate.every is not None:
         out.append("evaluate.every=2")
     for i, step in enumerate(spec.evaluate.steps):

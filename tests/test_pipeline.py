@@ -180,31 +180,31 @@ def check_pipeline_runs(client, output: str, experiment: str, base: str = "http:
     assert parent.data.metrics["runs_failed"] == 2 and parent.data.metrics["runs_finished"] == 2
     assert client.get_experiment_by_name(experiment) is not None
 
-    # The parent says which child is best (by test_loss: these children have no validation split).
+    # The parent says which child is best (by val_loss: gru_forecast holds out a validation split; never by test).
     finished = [by_name[n] for n in ("gru_forecast[type=rnn]", "gru_forecast[type=gru]")]
-    best = min(finished, key=lambda r: r.data.metrics["test_loss"])
+    best = min(finished, key=lambda r: r.data.metrics["val_loss"])
     assert parent.data.tags["rnnflow.best_child"] == best.info.run_name
     assert parent.data.tags["rnnflow.best_run_id"] == best.info.run_id
-    assert parent.data.metrics["best_test_loss"] == best.data.metrics["test_loss"]
+    assert parent.data.metrics["best_val_loss"] == best.data.metrics["val_loss"]
     assert not any(k.startswith("best_train") for k in parent.data.metrics)
     note = parent.data.tags["mlflow.note.content"]  # the parent's Description: a Markdown table
-    assert f"Best by test_loss: **{best.info.run_name}**" in note
+    assert f"Best by val_loss: **{best.info.run_name}**" in note
     assert "| run | status | model.cells.0.type |" in note
     assert all(f"| {name} |" in note for name in by_name)
     table = json.loads(Path(client.download_artifacts(parent_id, "summary.json")).read_text())
     assert table["columns"][:3] == ["run", "status", "model.cells.0.type"]
     assert sorted(row[0] for row in table["data"]) == sorted(by_name)
 
-    # The saved view of the children: sorted by test_loss, the varying settings and metrics as columns.
+    # The saved view of the children: sorted by val_loss, the varying settings and metrics as columns.
     view = json.loads(client.get_experiment(eid).tags[f"mlflow.sharedViewState.rnnflow-{parent_id}"])
     state = json.loads(view["state"])
     assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent_id}'"
-    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`test_loss`", True)
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val_loss`", True)
     assert state["selectedColumns"][0] == "params.`model.cells.0.type`"
-    assert "metrics.`test_loss`" in state["selectedColumns"]
+    assert "metrics.`val_loss`" in state["selectedColumns"]
     assert not any("tracking" in c or "description" in c for c in state["selectedColumns"])
     # The links printed: the saved view, its charts, and the compare page of the finished children.
-    ranked = [r.info.run_id for r in sorted(finished, key=lambda r: r.data.metrics["test_loss"])]
+    ranked = [r.info.run_id for r in sorted(finished, key=lambda r: r.data.metrics["val_loss"])]
     runs = f"{base}/#/experiments/{eid}/runs?workflowType=machine_learning&viewStateShareKey=rnnflow-{parent_id}"
     assert f"  side by side:  {runs}\n" in output
     assert f"  loss curves:   {runs}&compareRunsMode=CHART\n" in output
@@ -218,7 +218,7 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     assert result.exit_code == 1, result.output
     assert "2 of 4 run(s) failed" in result.output
     assert "FAILED: " in result.output
-    assert "best first by test_loss" in result.output and "nodata (FAILED)" in result.output  # compare's table
+    assert "best first by val_loss" in result.output and "nodata (FAILED)" in result.output  # compare's table
     check_pipeline_runs(client, result.output, "exp-two")
     assert "see them in the MLflow UI (start it with: rnnflow ui):\n" in result.output
 
@@ -231,11 +231,11 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     assert "forget_bias" not in header and "reset_after" not in header
     as_json = json.loads(CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "json"]).output)
     finished = [r for r in as_json if r["status"] == "FINISHED"]
-    assert [r["test_loss"] for r in finished] == sorted(r["test_loss"] for r in finished)
+    assert [r["val_loss"] for r in finished] == sorted(r["val_loss"] for r in finished)  # the default: val
     assert "model.cells.0.type" in as_json[0]  # the grid varies it
     assert not any(k.startswith("Varied/") for k in as_json[0])  # the same setting, logged again for MLflow
     assert "seed" not in as_json[0] and "description" not in as_json[0]  # the same, or not a setting
-    assert "learning_rate" not in " ".join(as_json[0])  # equal everywhere: not a differing param
+    assert "train.learning_rate" not in as_json[0]  # equal everywhere: not a differing param
     # The MNIST child failed before training: it joins the table with its status, not a task of its own.
     assert {r["run"]: r["status"] for r in as_json}["nodata"] == "FAILED"
     csv_out = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "csv"]).output
@@ -350,3 +350,18 @@ def test_unreachable_server_fails_fast_when_looking_at_runs(mlflow_store, comman
         assert time.time() - started < 30
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_summary_shows_the_best_validation_metric_and_why_training_stopped():
+    from rnnflow.pipeline import ChildOutcome, format_table, summary_rows
+
+    outcomes = [ChildOutcome("a", "id1", "FINISHED", {"val_loss": 0.5, "best_val_loss": 0.4, "best_iteration": 300.0,
+                                                      "test_loss": 0.6, "ms_per_iteration": 2.0},
+                             stop_reason="early_stopping"),
+                ChildOutcome("b", None, "FAILED", {}, "boom")]
+    header, rows = summary_rows(outcomes)
+    assert header == ["run", "status", "test_loss", "val_loss", "best_val_loss", "best_iteration", "stop_reason",
+                      "ms_per_iteration", "run_id"]
+    lines = format_table(header, rows).splitlines()
+    assert lines[1].split() == ["a", "FINISHED", "0.6", "0.5", "0.4", "300", "early_stopping", "2", "id1"]
+    assert lines[2].split() == ["b", "FAILED"]

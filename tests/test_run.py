@@ -190,7 +190,9 @@ def test_params_and_timing_metrics(run_spec, client):
     flat = flatten({"data": {"inputs": [[[0, 1], [2, 3]]]}, "model": {"cells": [{"type": "rnn", "units": 3}]}})
     assert flat == {"data.inputs": "[[[0, 1], [2, 3]]]", "model.cells.0.type": "rnn", "model.cells.0.units": "3"}
     path = next(p for p in SPECS if p.stem == "gru_forecast")
-    result = run_spec(path, ["train.iterations=20", "train.steps_per_execution=5"])
+    # (no evaluations during training: chunks of 5 steps throughout)
+    result = run_spec(path, ["train.iterations=20", "train.steps_per_execution=5", "train.early_stopping=null",
+                             "evaluate.every=null"])
     run = client.get_run(result.run_id)
     metrics = run.data.metrics
     # Steady-state time per step leaves out the first call, which traces and compiles.
@@ -203,7 +205,7 @@ def test_params_and_timing_metrics(run_spec, client):
 def test_a_run_of_one_compiled_call_has_no_steady_rate(run_spec, client):
     """One call is all tracing and compiling: its time per step (81 ms for a 0.5 ms step) misled."""
     path = next(p for p in SPECS if p.stem == "gru_forecast")
-    result = run_spec(path, ["train.iterations=4"])
+    result = run_spec(path, ["train.iterations=4", "train.early_stopping=null", "evaluate.every=null"])
     run = client.get_run(result.run_id)
     assert "ms_per_iteration" not in run.data.metrics and run.data.metrics["first_call_seconds"] > 0
     assert run.data.tags["rnnflow.ms_per_iteration"].startswith("not measured: every call of the compiled "
@@ -218,7 +220,9 @@ def test_steady_rate_leaves_out_the_first_call_of_each_chunk_length():
     from rnnflow.train import Trainer
 
     path = next(p for p in SPECS if p.stem == "gru_forecast")
-    spec = load_spec(path, [*shrink(path), "train.iterations=12", "train.steps_per_execution=5"])
+    # No evaluations in between, so the chunks are the plain 5, 5, 2.
+    controls = ["evaluate.every=null", "train.early_stopping=null"]
+    spec = load_spec(path, [*shrink(path), *controls, "train.iterations=12", "train.steps_per_execution=5"])
     data = load_data(spec)
     result = Trainer(spec, build_model(spec, data), data).run()
     assert (result.first_call_steps, result.steady_steps) == (5, 5)

@@ -146,7 +146,7 @@ def test_mnist_classifier_learns_real_digits(mlflow_store):
     from rnnflow.runner import run
 
     result = run(SPECS / "mnist_classifier.yaml", [f"data.path={REAL_MNIST}", "train.epochs=null",
-                                                   "train.iterations=300", "evaluate.every_epoch=false"])
+                                                   "train.iterations=300"])
     assert result.metrics["test_accuracy"] > 0.85, result.metrics
 
 
