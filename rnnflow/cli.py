@@ -197,8 +197,14 @@ def _print_result(result) -> None:
              if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"}
     if shown:
         click.echo("metrics: " + "  ".join(f"{k} {v:.5g}" for k, v in sorted(shown.items())))
-    click.echo(f"recorded in {result.tracking_uri} (experiment id {result.experiment_id}); "
-               "browse it with: rnnflow ui")
+    if result.stop_reason is not None:
+        click.echo(f"training stopped: {result.stop_reason} at iteration {result.iterations}; "
+                   f"the model has the {result.weights.replace('@', ' weights, from ')}")
+    from rnnflow import ui
+
+    click.echo(f"recorded in {result.tracking_uri} (experiment id {result.experiment_id})")
+    url = ui.run_url(ui.base_url(result.tracking_uri), result.experiment_id, result.run_id)
+    click.echo(f"see it {ui.where(result.tracking_uri)}: {url}")
 
 
 @main.command()
@@ -253,6 +259,9 @@ def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool,
 
     result = run_pipeline(pipeline_file, overrides, quiet=quiet, echo=click.echo)
     click.echo(f"parent run id: {result.parent_run_id}")
+    from rnnflow import ui
+
+    click.echo("\n".join(ui.pipeline_lines(result)))
     click.echo(f"compare them with: rnnflow compare --parent {result.parent_run_id}")
     if result.failed:
         click.echo(f"rnnflow: {len(result.failed)} of {len(result.children)} run(s) failed", err=True)
@@ -260,34 +269,54 @@ def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool,
 
 
 @main.command()
-@click.option("--experiment", default=None, help="Experiment name (default: rnnflow).")
-@click.option("--parent", default=None, metavar="RUN_ID", help="Only the children of this pipeline run.")
-@click.option("--metric", default=None, help="Sort by this metric, best first (default: val_loss, else test_loss).")
+@click.option("--experiment", default=None, help="Compare the runs of this experiment.")
+@click.option("--parent", default=None, metavar="RUN_ID", help="Compare the children of this run (a pipeline, a search).")
+@click.option("--metric", default=None,
+              help="Rank by this metric (default: a search's own metric, else val_loss, test_loss, train_loss).")
+@click.option("--columns", multiple=True, metavar="NAMES",
+              help="Metrics to show, comma-separated, patterns allowed (test_*); also status, run_id, "
+                   "stop_reason, spec. Default: a handful of key metrics.")
+@click.option("--params", multiple=True, metavar="NAMES",
+              help="Params to show, comma-separated, patterns allowed (model.cells.0.*). Default: those "
+                   "the runs' overrides and grids vary.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @user_errors
-def compare(experiment: str | None, parent: str | None, metric: str | None, fmt: str) -> None:
-    """Compare runs: the params that differ between them and their final metrics, best first."""
+def compare(experiment: str | None, parent: str | None, metric: str | None, columns: tuple[str, ...],
+            params: tuple[str, ...], fmt: str) -> None:
+    """Compare runs side by side, best first: by default the children of the latest pipeline (or
+    the latest run's experiment).
+
+    Runs on different tasks (data source, series, loss) are grouped apart and ranked each on its
+    own. Tables fit the terminal; csv and json keep every selected column with its real type.
+    """
     from rnnflow.compare import compare_runs, render
 
     if experiment and parent:
         raise click.UsageError("give --experiment or --parent, not both")
-    header, rows = compare_runs(experiment, parent, metric)
-    if not rows:
-        click.echo("no runs")
+    comparison = compare_runs(experiment, parent, metric, list(columns) or None, list(params) or None)
+    if not comparison.groups and fmt == "table":
+        click.echo(comparison.title)
         return
-    click.echo(render(header, rows, fmt))
+    click.echo(render(comparison, fmt))
 
 
 @main.command()
+@click.option("--experiment", default=None, help="Open this experiment (default: the one of the latest run).")
+@click.option("--open", "open_browser", is_flag=True, help="Also open it in a web browser.")
 @click.option("--port", default=5000, show_default=True, help="Port of the UI.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--tracking-uri", default=None, help="Tracking store (default: the one rnnflow logs to).")
 @user_errors
-def ui(port: int, host: str, tracking_uri: str | None) -> None:
-    """Start the MLflow UI on the tracking store rnnflow logs to."""
-    from rnnflow.compare import serve_ui
+def ui(experiment: str | None, open_browser: bool, port: int, host: str, tracking_uri: str | None) -> None:
+    """Serve the MLflow UI on the tracking store rnnflow logs to; print the address of the runs.
 
-    serve_ui(host, port, tracking_uri)
+    The one line printed is the experiment's training runs table. Ctrl-C (or SIGTERM) stops the
+    UI and exits 0. On a tracking server (http/https), print its address and start nothing.
+    """
+    _leave_objects_to_the_os_at_exit()  # MLflow's heap: seconds of garbage collection at exit otherwise
+    from rnnflow.ui import serve
+
+    serve(host, port, tracking_uri, experiment, open_browser, echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -57,9 +57,9 @@ def load_run_model(run_id: str):
         RnnflowError: when the run logged no model.
     """
     # rnnflow's modules first: they import TensorFlow quietly, and mlflow.keras would import it loudly.
-    from rnnflow.serving import register_layers  # isort: skip
+    from rnnflow.mlflow_model import register_custom_objects  # isort: skip
 
-    register_layers()  # custom objects must be registered before loading
+    register_custom_objects()  # custom objects must be registered before loading
     import mlflow.keras  # isort: skip
     from mlflow.exceptions import MlflowException  # isort: skip
 

@@ -27,6 +27,8 @@ def mlflow_store(tmp_path_factory) -> str:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    # Checkpoints a tracking server could not take go here, not into the user's ~/.cache.
+    os.environ.setdefault("RNNFLOW_CHECKPOINT_DIR", str(folder / "checkpoints"))
     import mlflow
 
     mlflow.set_tracking_uri(uri)
@@ -42,12 +44,68 @@ def mlflow_store(tmp_path_factory) -> str:
         os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+def mlflow_server_in(folder: Path, port: int | None = None):
+    """An (unstarted) MLflow tracking server on loopback with its SQLite store, artifacts and log in `folder`."""
+    from rnnflow.server import MlflowServer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", port=port, log=folder / "server.log")
+
+
+@pytest.fixture
+def mlflow_servers(tmp_path):
+    """Start real MLflow tracking servers on loopback, on free ports: `start(store_dir=None)`.
+
+    Each has its own SQLite store and artifact folder under tmp_path (or `store_dir`, to restart
+    a server on the same store); every one is stopped when the test ends, however it ends.
+    """
+    started: list = []
+
+    def start(store_dir: Path | None = None, port: int | None = None):
+        server = mlflow_server_in(store_dir or tmp_path / f"server{len(started)}", port)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def client(mlflow_store):
     """An MlflowClient on the session store."""
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(mlflow_store)
+
+
+_LEFT_RUNNING: set[str] = set()  # runs a test has already been failed for
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_running(request):
+    """After every test that used the session store: no run in it is RUNNING.
+
+    A run rnnflow leaves RUNNING would be marked FINISHED by MLflow's exit handler: a failed or
+    interrupted run would look like a good one. One search of the whole store (every experiment,
+    deleted ones and deleted runs included) after the test; each run left RUNNING fails the test
+    that left it, and only that one.
+    """
+    if "mlflow_store" not in request.fixturenames:  # the closure: also through `client`, run fixtures...
+        yield
+        return
+    client = request.getfixturevalue("client")
+    yield
+    from mlflow.entities import ViewType
+
+    experiments = {e.experiment_id: e.name for e in client.search_experiments(view_type=ViewType.ALL)}
+    running = [r for r in client.search_runs(list(experiments), "attributes.status = 'RUNNING'",
+                                             run_view_type=ViewType.ALL) if r.info.run_id not in _LEFT_RUNNING]
+    if running:
+        _LEFT_RUNNING.update(r.info.run_id for r in running)
+        names = ", ".join(f"{r.info.run_id} ({r.info.run_name}, experiment {experiments[r.info.experiment_id]})"
+                          for r in running)
+        pytest.fail(f"runs left RUNNING: {names}", pytrace=False)
 
 
 def write_tiny_mnist(path: Path, train: int = 300, test: int = 100, seed: int = 0) -> Path:
@@ -111,6 +169,9 @@ def shrink(spec_path: Path) -> list[str]:
             out.append(f"train.batch_size={min(spec.train.batch_size, 8)}")
         if spec.train.log_every is not None:
             out.append("train.log_every=1")
+        validation = spec.train.validation
+        if isinstance(validation, int) and not isinstance(validation, bool):
+            out.append("train.validation=10")  # a count of the full data set's sequences
     if spec.evaluate.every is not None:
         out.append("evaluate.every=2")
     for i, step in enumerate(spec.evaluate.steps):

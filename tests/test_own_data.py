@@ -95,6 +95,26 @@ def test_a_table_run_records_each_part_as_an_mlflow_dataset(table_run, client):
     assert len({d.digest for d in contexts.values()}) == 3
 
 
+def test_a_table_run_stops_early_on_its_own_validation_part_and_keeps_the_best_mase(mlflow_store, client, tmp_path):
+    """The table's validation part (data.split) is what early stopping and restore-best watch,
+    here on a forecast metric the task logs (val_mase), not one of train.metrics."""
+    from rnnflow.runner import run
+
+    daily_series().to_csv(tmp_path / "series.csv", index=False)
+    spec = write_spec(tmp_path, TABLE, train={"iterations": 12, "learning_rate": 0.05,
+                                              "early_stopping": {"monitor": "val_mase", "patience": None,
+                                                                 "restore_best": True}},
+                      evaluate={"every": 3, "steps": []})
+    result = run(spec)
+    finished = client.get_run(result.run_id)
+    metrics, tags = finished.data.metrics, finished.data.tags
+    history = [m.value for m in client.get_metric_history(result.run_id, "val_mase")]
+    assert len(history) >= 4  # every 3 iterations, and the restored weights' final value
+    assert metrics["best_val_mase"] == pytest.approx(min(history[:-1]))
+    assert metrics["val_mase"] == pytest.approx(metrics["best_val_mase"], rel=1e-5)  # the best weights
+    assert tags["rnnflow.weights"] == f"best@iteration {int(metrics['best_iteration'])}"
+
+
 def test_predict_continues_the_series_in_its_own_units(table_run, tmp_path):
     """rnnflow predict reads the same columns, forecasts past the end, dates continuing daily; the
     numbers are the logged model's on the raw window, as mlflow.pyfunc gives them too."""
@@ -319,7 +339,7 @@ def test_a_fresh_process_loads_the_model_through_rnnflows_pyfunc_loader(arrays_r
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     modules, served = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "rnnflow.serving" in modules and "rnnflow.wrappers" in modules
+    assert "rnnflow.mlflow_model" in modules and "rnnflow.wrappers" in modules
     expected = np.asarray(result.built.model({"inputs": x, "lengths": lengths}))
     np.testing.assert_allclose(np.asarray(served), expected, rtol=1e-5, atol=1e-6)
 

@@ -281,6 +281,10 @@ class SourceSpec(Section):
         """Whether models of this source take sequences of any length (no static unrolling)."""
         return False
 
+    def task_metrics(self, loss: str) -> tuple[str, ...]:
+        """The metrics every run of this source logs besides `train.metrics` (`rnnflow.metrics`)."""
+        return ("accuracy",) if loss == "sparse_categorical_crossentropy" else ()
+
     def scaling(self, data: DataBundle) -> Scaling | None:
         """The scaling of model inputs (and outputs), fitted on `data.train` only; None: none."""
         return None

@@ -169,6 +169,9 @@ class TableSource(SourceSpec):
     def chronological(self) -> bool:
         return True
 
+    def task_metrics(self, loss: str) -> tuple[str, ...]:
+        return ("mae", "rmse", "naive_mae", "mase")
+
     # --- reading ---
 
     def read(self, path: Path) -> "pd.DataFrame":
