@@ -10,6 +10,7 @@ section of the benchmarks README.
 
     python benchmarks/own_data.py                 # 5 seeds of each spec
     python benchmarks/own_data.py --seeds 3 --only gunpoint_classifier
+    python benchmarks/own_data.py --seeds 5 --keep  # two more seeds after a run of 3
 """
 
 from __future__ import annotations
@@ -59,14 +60,22 @@ def one(spec: str, seed: int, out: Path) -> None:
                        "metrics": {k: v for k, v in result.metrics.items() if k.startswith(("train_", "val_", "test_"))}})
 
 
-def measure(specs: list[str], seeds: int, folder: Path) -> dict:
-    """Every spec with every seed, each in a fresh process; the records and their summary."""
+def measure(specs: list[str], seeds: int, folder: Path, keep: bool = False) -> dict:
+    """Every spec with every seed, each in a fresh process; the records and their summary.
+
+    With `keep`, a run whose record is already in the raw folder is not run again (more seeds
+    after a first measurement of the same code: delete the folder when the code changes).
+    """
     raw = folder / "own_data_raw"
     raw.mkdir(parents=True, exist_ok=True)
     records = []
     for seed in range(seeds):
         for spec in specs:
             out = raw / f"{spec}-{seed}.json"
+            if keep and out.is_file():
+                records.append(json.loads(out.read_text()))
+                print(f"{spec} seed {seed}: kept {out.name}", flush=True)
+                continue
             print(f"{spec} seed {seed} ...", flush=True)
             done = subprocess.run([sys.executable, __file__, "--one", spec, "--seed", str(seed), "--record", str(out)],
                                   capture_output=True, text=True)
@@ -148,6 +157,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0 … N-1 (default 5)")
     parser.add_argument("--only", choices=sorted(TARGETS), action="append", help="one spec (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go (the README only for the default)")
+    parser.add_argument("--keep", action="store_true", help="reuse the raw records already measured (same code)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--record", type=Path, help=argparse.SUPPRESS)
@@ -155,7 +165,7 @@ def main() -> None:
     if args.one:
         one(args.one, args.seed, args.record)
         return
-    results = measure(args.only or list(TARGETS), args.seeds, args.out)
+    results = measure(args.only or list(TARGETS), args.seeds, args.out, args.keep)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "own_data.json").write_text(json.dumps(results, indent=1) + "\n")
     text = markdown(results)
