@@ -3,9 +3,11 @@
 Each recurrent layer is built the way its plan says (`rnnflow.planner`); this module decides
 nothing about execution paths.
 
-Layer names: `inputs` (and `lengths`/`mask` for padded data), then `<cell type>_<index>` for each
-recurrent layer from the bottom (`gru_0`, `gru_1`, ...; a bidirectional layer holds
-`forward_gru_0` and `backward_gru_0`), then `mean` (with `model.output: mean`) and `projection`.
+Layer names: `inputs` (and `lengths`/`mask` for padded data), `scale_inputs` when the data is
+scaled (after `window_level` for forecasts relative to the window's level), then `<cell
+type>_<index>` for each recurrent layer from the bottom (`gru_0`, `gru_1`, ...; a bidirectional
+layer holds `forward_gru_0` and `backward_gru_0`), then `mean` (with `model.output: mean`),
+`projection`, and `unscale_outputs` (and `add_level`) when the targets are scaled.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import rnnflow.cells  # noqa: E402,F401  (registers the custom cells for loading
 from rnnflow.cells.factory import fused_layer, keras_cell  # noqa: E402
 from rnnflow.errors import SpecError, SpecIssue  # noqa: E402
 from rnnflow.planner import CELL_LOOP, FUSED, SCAN, LayerPlan, plan_layers  # noqa: E402
+from rnnflow.preprocessing import AddLevel, WindowLevel  # noqa: E402
 from rnnflow.scan import ScanRNN  # noqa: E402  (also registers it for loading)
 from rnnflow.wrappers import (  # noqa: E402
     Bidirectional,
@@ -115,6 +118,9 @@ class BuiltModel:
         probe_model: inputs -> the top layer's outputs and every layer's final states.
         plans: how each recurrent layer was built.
         masked: whether the model takes a `lengths` input.
+        target_scale: per output unit, what the loss divides errors by: the model un-scales its
+            outputs into the data's units, and training measures the loss on scaled targets
+            (None: unscaled).
     """
 
     model: keras.Model
@@ -122,6 +128,7 @@ class BuiltModel:
     plans: list[LayerPlan]
     masked: bool
     eval_batch_size: int = 1024
+    target_scale: np.ndarray | None = None
 
     def __post_init__(self):
         self._forward = None
@@ -169,22 +176,31 @@ def _numpy(value: Any) -> Any:
 
 def _graph(spec: Spec, data: DataBundle):
     """The functional graph: (inputs, outputs, top layer output, final states, plans, masked)."""
-    steps, features = data.input_shape
+    steps, features = data.input_shape  # steps is None when the model takes any length
     masked = data.masked_inputs
     x_in = keras.Input((steps, features), name="inputs")
     mask = None
     if masked:
         lengths_in = keras.Input((), dtype="int32", name="lengths")
-        mask = SequenceMask(steps, name="mask")(lengths_in)
+        mask = SequenceMask(name="mask")(lengths_in, x_in)
         inputs: Any = {"inputs": x_in, "lengths": lengths_in}
     else:
         inputs = x_in
+    scaling = data.scaling
 
     projection = spec.model.projection
     out_units = (projection.units or data.output_size) if projection is not None else None
     plans = plan_layers(spec)
     _check_output_size(spec, data, out_units if projection is not None else plans[-1].cell.units)
     hidden = x_in
+    level = None
+    if scaling is not None:
+        # The scaling fitted on the training part is part of the model: it takes raw values.
+        if scaling.level != "none":
+            hidden, level = WindowLevel(scaling.level_columns, scaling.level, dtype="float32",
+                                        name="window_level")(hidden)
+        hidden = keras.layers.Normalization(mean=scaling.input_mean, variance=scaling.input_variance,
+                                            dtype="float32", name="scale_inputs")(hidden)
     states: dict[str, Any] = {}
     output = spec.model.output
     for plan in plans:
@@ -205,6 +221,12 @@ def _graph(spec: Spec, data: DataBundle):
         outputs = top
     if spec.model.precision != "float32":
         outputs = keras.layers.Activation("linear", dtype="float32", name="to_float32")(outputs)
+    if scaling is not None and scaling.output_mean is not None:
+        # ... and it answers in the data's units.
+        outputs = keras.layers.Normalization(mean=scaling.output_mean, variance=scaling.output_variance,
+                                             invert=True, dtype="float32", name="unscale_outputs")(outputs)
+    if level is not None:
+        outputs = AddLevel(dtype="float32", name="add_level")(outputs, level)
     return inputs, outputs, top, states, plans, masked
 
 
@@ -260,7 +282,8 @@ def build_model(spec: Spec, data: DataBundle | None = None) -> BuiltModel:
         keras.config.set_dtype_policy(previous_policy)
     model = keras.Model(inputs, outputs, name=spec.name.replace(".", "_"))
     probe = keras.Model(inputs, {"outputs": top, "states": states}, name="probe")
-    return BuiltModel(model, probe, plans, masked, spec.evaluate.batch_size)
+    scale = data.scaling.output_scale if data.scaling is not None else None
+    return BuiltModel(model, probe, plans, masked, spec.evaluate.batch_size, scale)
 
 
 SUMMARY_WIDTH = 100

@@ -210,13 +210,20 @@ def _print_result(result) -> None:
 @main.command()
 @click.option("--run", "run_id", required=True, metavar="RUN_ID", help="The run whose model predicts.")
 @click.option("--input", "input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Inputs as .npy, .npz (key 'inputs', optional 'lengths'), .csv or .json; "
-                   "default: the run's evaluation data.")
+              help="Inputs in the format of the run's source: for a table source a .csv/.parquet "
+                   "file with its columns, for an arrays source a .npz with its keys; for any "
+                   "source .npy, .npz (key 'inputs', optional 'lengths'), .csv or .json arrays. "
+                   "Default: the table's own file (forecasting past its end), else the run's test inputs.")
 @click.option("--output", "output_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write predictions here (.npy, .csv or .json) instead of printing them.")
+              help="Write every prediction here: .csv (a table with a header; .npy or .json: the raw "
+                   "outputs). Default: print a summary.")
 @user_errors
 def predict(run_id: str, input_file: Path | None, output_file: Path | None) -> None:
-    """Reload the model logged by run RUN_ID and predict (dropout is off at inference)."""
+    """Predict with the model logged by run RUN_ID (dropout is off at inference).
+
+    Forecasts come with their times and series, classes with their names and probabilities,
+    in the data's own units.
+    """
     from rnnflow.predict import predict_run
 
     predict_run(run_id, input_file, output_file)

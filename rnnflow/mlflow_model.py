@@ -3,9 +3,9 @@
 A logged model keeps MLflow's `keras` flavor (`mlflow.keras.load_model` and `rnnflow predict`
 read it), and its `python_function` flavor names this module as the loader. So
 `mlflow.pyfunc.load_model`, `mlflow models serve` and Spark UDFs import rnnflow's custom Keras
-objects (the peephole and CIFG cells, the scan loop, the wrappers) before Keras deserializes the
-model; with the stock loader a custom-cell model fails with "Could not locate class". The model
-then needs only rnnflow installed where it loads, no code copied into it and no pickle.
+objects (the peephole and CIFG cells, the scan loop, the wrappers, a forecast's window level)
+before Keras deserializes the model; with the stock loader a custom-cell model fails with "Could
+not locate class". The model then needs only rnnflow installed where it loads, no code copied into it and no pickle.
 
 Log with `mlflow.models.Model.log(None, name=..., flavor=rnnflow.mlflow_model, keras_model=model, ...)`
 (what `mlflow.keras.log_model` does inside, so the LoggedModel and its metrics are the same).
@@ -28,6 +28,7 @@ FLAVOR = "rnnflow"
 def register_custom_objects() -> None:
     """Import the modules that register rnnflow's Keras objects (needed before loading a model)."""
     import rnnflow.cells  # noqa: F401
+    import rnnflow.preprocessing  # noqa: F401
     import rnnflow.scan  # noqa: F401
     import rnnflow.wrappers  # noqa: F401
 

@@ -13,7 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rnnflow.data.base import Split
+    from rnnflow.data.base import Forecast, Split
+
+_PART_LABELS = {"val": "validation", "test": "test"}
 
 
 def _save(fig, path: Path) -> Path:
@@ -85,18 +87,69 @@ def overlay_forecasts(time: np.ndarray, truth: np.ndarray, predictions: dict[str
     return _save(fig, path)
 
 
-def confusion_matrix(matrix: np.ndarray, path: Path) -> Path:
+def series_forecast(forecast: Forecast, split: Split, pred: np.ndarray, path: Path, split_name: str = "test",
+                    max_panels: int = 6) -> Path:
+    """Each series (and target) in the data's units over time, the training, validation and test
+    parts marked, with the forecasts of `split` over its part: one forecast every `horizon` steps,
+    so consecutive forecasts tile the part; the naive forecast dashed. Dates on the x axis when
+    the table has a time column. The view starts as far before the validation part as the
+    validation and test parts are long together, so the forecasts stay readable in a long series.
+    """
+    import pandas as pd
+
+    parts = pd.concat([rows.assign(_part=name) for name, rows in forecast.parts.items()])
+    ids = list(dict.fromkeys(parts[forecast.series])) if forecast.series else [None]
+    panels = [(sid, j, target) for sid in ids for j, target in enumerate(forecast.targets)][:max_panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.4 * len(panels)), squeeze=False)
+    horizon, width = forecast.horizon, len(forecast.targets)
+    for ax, (sid, j, target) in zip(axes[:, 0], panels):
+        rows = parts if sid is None else parts[parts[forecast.series] == sid]
+        x = rows[forecast.time].to_numpy() if forecast.time else np.arange(len(rows))
+        part = rows["_part"].to_numpy()
+        held_out = int(np.sum(part != "train"))
+        view = slice(max(0, len(rows) - 2 * held_out) if held_out else 0, None)
+        ax.plot(x[view], rows[target].to_numpy()[view], "-", color="black", linewidth=0.9, alpha=0.75, label=target)
+        for name, label in _PART_LABELS.items():
+            starts = np.flatnonzero(part == name)
+            if starts.size:
+                ax.axvline(x[starts[0]], color="tab:gray", linestyle="--", linewidth=1)
+                ax.annotate(f" {label}", (x[starts[0]], 1), xycoords=("data", "axes fraction"), va="top", fontsize=8)
+        samples = np.arange(len(split)) if sid is None else np.flatnonzero(split.series == sid)
+        if samples.size:
+            tiles = samples[::horizon]  # consecutive forecasts, one after the other
+            times = np.concatenate([split.time[i] for i in tiles])
+            shaped = (len(tiles), horizon, width)
+            ax.plot(times, pred[tiles].reshape(shaped)[:, :, j].reshape(-1), "-", color="tab:red", linewidth=1.3,
+                    label=f"forecast (horizon {horizon})")
+            ax.plot(times, split.naive[tiles].reshape(shaped)[:, :, j].reshape(-1), "--", color="tab:blue",
+                    linewidth=0.9, alpha=0.7, label=forecast.baseline)
+            truth = split.y[samples].reshape(-1, horizon, width)[:, :, j]
+            mae = float(np.mean(np.abs(pred[samples].reshape(-1, horizon, width)[:, :, j] - truth)))
+            naive = float(np.mean(np.abs(split.naive[samples].reshape(-1, horizon, width)[:, :, j] - truth)))
+            ax.set_title(f"{target}{'' if sid is None else f' (series {sid})'}: {split_name} MAE {mae:.4g}, "
+                         f"naive MAE {naive:.4g}", fontsize=10)
+        ax.set_xlabel(forecast.time or "step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    if forecast.time and np.issubdtype(parts[forecast.time].dtype, np.datetime64):
+        fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix: np.ndarray, path: Path, names: list[str] | None = None) -> Path:
     """A confusion matrix with counts (rows: true class, columns: predicted class)."""
     size = matrix.shape[0]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * size, 0.8 + 0.45 * size))
+    fig, ax = plt.subplots(figsize=(max(4.2, 1.0 + 0.45 * size), max(3.6, 0.8 + 0.45 * size)))
     ax.imshow(matrix, cmap="Blues")
-    threshold = matrix.max() / 2 if matrix.size else 0
+    # White text on the darker half of the colour scale (which runs from the smallest count up).
+    threshold = (matrix.min() + matrix.max()) / 2 if matrix.size else 0
     for i in range(size):
         for j in range(size):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if matrix[i, j] > threshold else "black")
-    ax.set_xticks(range(size))
-    ax.set_yticks(range(size))
+    labels = names if names else list(range(size))
+    ax.set_xticks(range(size), labels)
+    ax.set_yticks(range(size), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     total = matrix.sum()

@@ -221,6 +221,7 @@ class _Run:
                     self.tracker.set_tags({"rnnflow.resumed_from": str(self.resume_state["meta"]["iteration"])})
                 if not self.logged_spec:
                     self._log_spec(self.tracker, built)
+                    self.tracker.log_datasets(spec, data)
                 result = self._body(built, data, Path(tmp))
             except BaseException as error:
                 replacement = self._fail(error)

@@ -115,22 +115,60 @@ class PredictionsStep(StepSpec):
         pred = np.asarray(context.predict(split))
         files: list[Path] = []
         csv_path = context.out_dir / f"{self.stem}.csv"
-        if data.task == "regression":
+        if data.forecast is not None:
+            files.append(write_csv(csv_path, *_forecast_rows(data.forecast, split, pred, n)))
+            if self.plot:
+                name = self.split or ("test" if data.test is not None else "val")
+                files.append(plots.series_forecast(data.forecast, split, pred, context.out_dir / f"{self.stem}.png",
+                                                   name))
+        elif data.task == "regression":
             files.append(write_csv(csv_path, *_regression_rows(split, pred, n)))
             if self.plot:
                 files.append(plots.forecast(split, pred, context.out_dir / f"{self.stem}.png"))
         else:
             labels, predicted, weights = _classes(split, pred)
-            files.append(write_csv(csv_path, *_classification_rows(split, pred, n)))
+            files.append(write_csv(csv_path, *_classification_rows(split, pred, n, data.class_names)))
             classes = data.output_size
+            names = data.class_names or list(range(classes))
             matrix = np.zeros((classes, classes), dtype=np.int64)
             np.add.at(matrix, (labels[weights > 0], predicted[weights > 0]), 1)
             files.append(write_csv(context.out_dir / "confusion_matrix.csv",
-                                   ["true\\predicted", *range(classes)],
-                                   [[i, *row] for i, row in enumerate(matrix.tolist())]))
+                                   ["true\\predicted", *names],
+                                   [[name, *row] for name, row in zip(names, matrix.tolist())]))
             if self.plot:
-                files.append(plots.confusion_matrix(matrix, context.out_dir / "confusion_matrix.png"))
+                files.append(plots.confusion_matrix(matrix, context.out_dir / "confusion_matrix.png",
+                                                    data.class_names))
         return files
+
+
+def _forecast_rows(forecast, split: "Split", pred, n: int):
+    """A row per forecast step: the sample, its series, the step ahead, the time, and for each
+    target the truth, the forecast and the naive forecast (all in the data's units)."""
+    targets, horizon = forecast.targets, forecast.horizon
+    header = ["sequence", *([forecast.series] if forecast.series else []), "horizon", forecast.time or "step"]
+    for target in targets:
+        header += [target, f"{target}_forecast", f"{target}_naive"]
+
+    def rows():
+        for i in range(n):
+            y, p, naive = (a[i].reshape(horizon, len(targets)) for a in (split.y, pred, split.naive))
+            for h in range(horizon):
+                row = [i, *([split.series[i]] if forecast.series else []), h + 1, _time_text(split.time[i, h])]
+                for j in range(len(targets)):
+                    row += [float(y[h, j]), float(p[h, j]), float(naive[h, j])]
+                yield row
+
+    return header, rows()
+
+
+def _time_text(value) -> Any:
+    """A time as written in a CSV: a date without a midnight time, or the number."""
+    import numpy as np
+
+    if isinstance(value, np.datetime64):
+        text = str(np.datetime_as_string(value, unit="s"))
+        return text[:10] if text.endswith("T00:00:00") else text
+    return value.item() if hasattr(value, "item") else value
 
 
 def _regression_rows(split: "Split", pred, n: int):
@@ -164,7 +202,7 @@ def _classes(split: "Split", logits):
     return labels, predicted, weights
 
 
-def _classification_rows(split: "Split", logits, n: int):
+def _classification_rows(split: "Split", logits, n: int, names: list[str] | None = None):
     import numpy as np
 
     shifted = logits[:n] - logits[:n].max(axis=-1, keepdims=True)
@@ -180,6 +218,10 @@ def _classification_rows(split: "Split", logits, n: int):
         )
         return header, rows
     header = ["sequence", "label", "predicted", "probability"]
+    if names:
+        header += ["label_name", "predicted_name"]
+        return header, ([i, int(split.y[i]), int(predicted[i]), float(confidence[i]), names[int(split.y[i])],
+                         names[int(predicted[i])]] for i in range(predicted.shape[0]))
     return header, ([i, int(split.y[i]), int(predicted[i]), float(confidence[i])] for i in range(predicted.shape[0]))
 
 

@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 from rnnflow import controls as ctl  # noqa: E402
 from rnnflow.chunks import plan_iterations  # noqa: E402
 from rnnflow.errors import LossNotFinite, TrainingError  # noqa: E402
+from rnnflow.metrics import accuracy, task_metrics, weighted_mean  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from rnnflow.build import BuiltModel
@@ -66,14 +67,20 @@ def make_optimizer(train: TrainSpec, learning_rate: Any = None) -> keras.optimiz
     }[train.optimizer](**common)
 
 
-def loss_value(loss: str, y, pred, weights=None):
-    """The mean loss over all target elements (weighted by `weights` when given), as a tensor."""
+def loss_value(loss: str, y, pred, weights=None, scale=None):
+    """The mean loss over all target elements (weighted by `weights` when given), as a tensor.
+
+    With `scale` (per output unit), errors are divided by it: the loss of scaled targets when the
+    model un-scales its outputs (`rnnflow.build`), so every target weighs alike whatever its units.
+    """
     y = tf.convert_to_tensor(y)
     pred = tf.convert_to_tensor(pred)
     if loss == "sparse_categorical_crossentropy":
         per = keras.losses.sparse_categorical_crossentropy(tf.cast(y, "int32"), pred, from_logits=True)
     else:
         diff = pred - tf.cast(y, pred.dtype)
+        if scale is not None:
+            diff = diff / tf.cast(scale, diff.dtype)
         per = tf.square(diff) if loss == "mse" else tf.abs(diff)
         per = tf.reduce_mean(per, axis=-1)
     if weights is None:
@@ -82,31 +89,30 @@ def loss_value(loss: str, y, pred, weights=None):
     return tf.reduce_sum(per * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
-def metric_values(names: list[str], loss: str, split: Split, pred: np.ndarray, top_k: int) -> dict[str, float]:
-    """The loss and the named metrics of predictions on a split (NumPy, weighted like the loss)."""
-    results = {"loss": float(loss_value(loss, split.y, pred, split.weights))}
+def metric_values(names: list[str], loss: str, split: Split, pred: np.ndarray, top_k: int,
+                  scale: np.ndarray | None = None) -> dict[str, float]:
+    """The loss and the named metrics of predictions on a split (NumPy, weighted like the loss).
+
+    The loss is what training minimises (of scaled targets, with `scale`); the metrics are in the
+    data's units.
+    """
+    results = {"loss": float(loss_value(loss, split.y, pred, split.weights, scale))}
     weights = split.weights
     for name in names:
         if name in ("mse", "mae", "rmse"):
             diff = pred - split.y
             per = np.mean(diff**2 if name != "mae" else np.abs(diff), axis=-1)
-            value = _weighted_mean(per, weights)
+            value = weighted_mean(per, weights)
             results[name] = math.sqrt(value) if name == "rmse" else value
         elif name == "accuracy":
-            results[name] = _weighted_mean((np.argmax(pred, axis=-1) == split.y).astype(np.float64), weights)
+            results[name] = accuracy(split.y, pred, weights)
         elif name == "top_k_accuracy":
             k = min(top_k, pred.shape[-1])
             target_score = np.take_along_axis(pred, split.y[..., None].astype(np.int64), axis=-1)[..., 0]
             # in_top_k: the target is among the k largest (counting how many scores beat it).
             better = (pred > target_score[..., None]).sum(axis=-1)
-            results[f"top_{top_k}_accuracy"] = _weighted_mean((better < k).astype(np.float64), weights)
+            results[f"top_{top_k}_accuracy"] = weighted_mean((better < k).astype(np.float64), weights)
     return results
-
-
-def _weighted_mean(values: np.ndarray, weights: np.ndarray | None) -> float:
-    if weights is None:
-        return float(np.mean(values))
-    return float(np.sum(values * weights) / max(float(np.sum(weights)), 1.0))
 
 
 def batch_indices(seed: int, n: int, batch: int, start: int, count: int, shuffle: bool) -> np.ndarray:
@@ -232,6 +238,7 @@ class Trainer:
         variables = model.trainable_variables
         has_w, has_l = self._w is not None, self._l is not None
         iteration = self.iteration
+        scale = None if self.built.target_scale is None else tf.constant(self.built.target_scale, tf.float32)
 
         def run_steps(x, y, w, lengths, indexes):
             count = tf.shape(indexes)[0]
@@ -242,7 +249,7 @@ class Trainer:
                 inputs = {"inputs": xb, "lengths": tf.gather(lengths, rows)} if has_l else xb
                 with tf.GradientTape() as tape:
                     pred = model(inputs, training=True)
-                    loss = loss_value(loss_name, tf.gather(y, rows), pred, tf.gather(w, rows) if has_w else None)
+                    loss = loss_value(loss_name, tf.gather(y, rows), pred, tf.gather(w, rows) if has_w else None, scale)
                     scaled = optimizer.scale_loss(loss)  # the loss itself unless float16 needs scaling
                 losses = tf.tensor_scatter_nd_update(losses, [[k]], [tf.cast(loss, tf.float32)])
                 if not tf.math.is_finite(loss):
@@ -416,6 +423,8 @@ class Trainer:
 
 
 def evaluate(built: BuiltModel, split: Split, train: TrainSpec) -> dict[str, float]:
-    """Loss and metrics of the model on a split."""
+    """Loss and metrics of the model on a split: the spec's, and those of its task (`rnnflow.metrics`)."""
     pred = built.predict(split)
-    return metric_values(list(train.metrics), train.loss, split, pred, train.top_k)
+    results = metric_values(list(train.metrics), train.loss, split, pred, train.top_k, built.target_scale)
+    results.update(task_metrics(train.loss, split, pred))
+    return results

@@ -222,23 +222,25 @@ class Bidirectional(keras.layers.Bidirectional):
 class SequenceMask(keras.layers.Layer):
     """Turns sequence lengths (batch,) into a boolean step mask (batch, steps), as TF1's `sequence_length`.
 
+    Called as `SequenceMask()(lengths, inputs)`, the mask is as long as `inputs` is (any length);
+    called on the lengths alone, it is `steps` long.
+
     Args:
-        steps: the padded length of the sequences.
+        steps: a fixed padded length (None: the length of the inputs it is called with).
     """
 
-    def __init__(self, steps, **kwargs):
+    def __init__(self, steps=None, **kwargs):
         super().__init__(**kwargs)
-        self.steps = int(steps)
+        self.steps = None if steps is None else int(steps)
 
-    def call(self, lengths):
-        positions = ops.arange(self.steps, dtype="int32")
+    def call(self, lengths, inputs=None):
+        steps = ops.shape(inputs)[1] if inputs is not None else self.steps
+        positions = ops.arange(steps, dtype="int32")
         return ops.expand_dims(positions, 0) < ops.expand_dims(ops.cast(lengths, "int32"), -1)
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.steps)
-
-    def compute_output_spec(self, lengths):
-        return keras.KerasTensor((lengths.shape[0], self.steps), dtype="bool")
+    def compute_output_spec(self, lengths, inputs=None):
+        steps = inputs.shape[1] if inputs is not None else self.steps
+        return keras.KerasTensor((lengths.shape[0], steps), dtype="bool")
 
     def get_config(self):
         return {**super().get_config(), "steps": self.steps}

@@ -129,7 +129,7 @@ def mnist_spec(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     "make, expected",
     [
-        (lambda p: None, "MNIST file not found: {path}"),
+        (lambda p: None, "{path}: file not found (data.path in the spec)"),
         (lambda p: p.write_bytes(os.urandom(300)), "{path}: not a readable .npz file"),
         (lambda p: np.savez(p, x_train=np.zeros((5, 28, 27), np.uint8), y_train=np.zeros(5, np.uint8),
                             x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.zeros(2, np.uint8)),
@@ -287,7 +287,7 @@ EXIT_CASES = {
     "SpecError": (None, [GRU, "--set", "model.cells[0].units=-3"], 2,
                   "--set model.cells[0].units=-3 model.cells[0].units: must be greater than 0 (got -3)"),
     "UsageError": (None, [], 2, "give a SPEC_FILE, or --resume RUN_ID"),
-    "DataError": (None, [MNIST, "--set", "data.path={tmp}/none.npz"], 1, "rnnflow: error: MNIST file not found"),
+    "DataError": (None, [MNIST, "--set", "data.path={tmp}/none.npz"], 1, "none.npz: file not found (data.path in the spec)"),
     "TrainingError": (None, [GRU, "-q", *_sets(NAN)], 1, "rnnflow: error: the loss became"),
     "RunInterrupted": (lambda mp: _run_with(mp, InterruptAt(2)), [GRU, "-q", *_sets(RESUMABLE)], 130,
                        "recorded as KILLED with a checkpoint (continue it with: rnnflow run --resume "),
@@ -334,4 +334,8 @@ def test_a_recorded_run_resolves_relative_paths_from_its_spec_file(tmp_path, cli
     monkeypatch.chdir(elsewhere)
     predicted = CliRunner().invoke(main, ["predict", "--run", run_id])
     assert predicted.exit_code == 0, predicted.output
-    assert len(json.loads(predicted.output)) == 20
+    # A short summary of classes and probabilities, not a dump of logits.
+    lines = predicted.output.splitlines()
+    assert lines[0] == "the class of 20 sequence(s) from the run's test inputs; outputs (20, 10)"
+    assert lines[1].split()[:3] == ["sequence", "class", "probability"] and len(lines) == 13
+    assert len(predicted.output) < 2000

@@ -53,6 +53,20 @@ def test_tiny_run_of_every_spec(path, run_spec, client):
         assert run.data.tags["rnnflow.git_dirty"] in ("true", "false")
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"spec", "model_summary.txt"} <= artifacts
+    # Every split is an MLflow dataset: the file it came from, or the generator's settings and seed.
+    datasets = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
+                for i in run.inputs.dataset_inputs}
+    if spec.data.type in ("inline", "padded") and getattr(spec.data, "generate", None) is None:
+        assert set(datasets) == {"train"}  # the test split is the same arrays: MLflow records them once
+    else:
+        assert set(datasets) == set(spec.split_names)
+    for dataset in datasets.values():
+        assert len(dataset.digest) == 12 and dataset.schema and dataset.profile
+        if getattr(spec.data, "path", None) is None and spec.data.type != "mnist":
+            assert dataset.name.startswith(f"{spec.data.type}(") and dataset.name.endswith(f"seed={spec.seed})")
+            assert dataset.source_type == "code"
+        else:
+            assert dataset.source_type == "local"
     spec_files = {a.path for a in client.list_artifacts(result.run_id, "spec")}
     assert {f"spec/{path.name}", "spec/resolved.yaml", "spec/overrides.txt"} <= spec_files
     if spec.train is not None:
@@ -66,7 +80,7 @@ def test_tiny_run_of_every_spec(path, run_spec, client):
     if spec.tracking.log_model:
         model = mlflow.keras.load_model(f"runs:/{result.run_id}/model")
         inputs = result.built.model.inputs
-        sample = {t.name: np.zeros((2, *t.shape[1:]), t.dtype) for t in inputs}
+        sample = {t.name: np.ones((2, *(5 if d is None else d for d in t.shape[1:])), t.dtype) for t in inputs}
         sample = sample if len(inputs) > 1 else next(iter(sample.values()))
         pred = np.asarray(model(sample, training=False))
         expected = np.asarray(result.built.model(sample, training=False))

@@ -229,11 +229,18 @@ def test_multi_device_falls_back_with_one_warning(caplog):
 def test_dropout_model_predicts_deterministically(run_spec, client, tmp_path):
     result = run_spec("dropout")
     runner = CliRunner()
-    outputs = [runner.invoke(main, ["predict", "--run", result.run_id]) for _ in range(2)]
+    outputs = [runner.invoke(main, ["predict", "--run", result.run_id, "--output", str(tmp_path / f"{i}.json")])
+               for i in range(2)]
     assert all(o.exit_code == 0 for o in outputs), outputs[0].output
-    assert outputs[0].output == outputs[1].output
-    first = np.array(json.loads(outputs[0].output))
+    assert (tmp_path / "0.json").read_text() == (tmp_path / "1.json").read_text()
+    first = np.array(json.loads((tmp_path / "0.json").read_text()))
     assert first.shape == (8, 20, 1)
+    # The table: a row per sequence and step, with a header.
+    out = runner.invoke(main, ["predict", "--run", result.run_id, "--output", str(tmp_path / "p.csv")])
+    assert out.exit_code == 0, out.output
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "sequence,step,prediction" and len(lines) == 1 + 8 * 20
+    assert float(lines[1].split(",")[2]) == pytest.approx(first[0, 0, 0], rel=1e-6)
     # Dropout is real while training: two training-mode passes differ.
     x = np.ones((1, 20, 1), np.float32)
     model = result.built.model

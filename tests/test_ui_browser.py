@@ -149,6 +149,6 @@ def test_ui_and_run_links_land_on_runs_and_the_parent_summary(pipeline):
     assert "| cells |" in landing and f"{len(CELLS) + 1} | matching runs" in landing
     # A run's link (what `rnnflow run` prints), here the parent's: its Description is the summary.
     page = text_of(render(ui.run_url(pipeline["url"], parent.info.experiment_id, parent.info.run_id)))
-    assert "Best by test_loss:" in page and parent.data.tags["rnnflow.best_child"] in page
+    assert "Best by val_loss:" in page and parent.data.tags["rnnflow.best_child"] in page
     for name in pipeline["children"]:
         assert name in page

@@ -21,7 +21,11 @@ class Split:
         y: targets: (N, T, D) float32 or (N, T) int32 per step, (N, D) / (N,) per sequence; or None.
         lengths: valid input steps per sequence (N,) int32, for padded inputs; else None.
         weights: loss weights per target step (N, T) float32 (0 after an end-of-sequence); else None.
-        time: the x-axis value of each target step (N, T), for plots; else None.
+        time: the x-axis value of each target step (N, T), for plots; else None. Forecasts from a
+            table: the time (or row position) of each forecast step (N, horizon).
+        naive: forecasts of a trivial model for the same targets, shaped like y (forecasting
+            sources: last value or seasonal naive), for MASE; else None.
+        series: the series each sequence comes from (N,), for panel data; else None.
     """
 
     x: "np.ndarray"
@@ -29,6 +33,8 @@ class Split:
     lengths: "np.ndarray | None" = None
     weights: "np.ndarray | None" = None
     time: "np.ndarray | None" = None
+    naive: "np.ndarray | None" = None
+    series: "np.ndarray | None" = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -49,6 +55,106 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclasses.dataclass
+class Scaling:
+    """An affine scaling fitted on the training part only, which `rnnflow.build` makes part of the
+    model (so a logged model takes raw values and returns predictions in the data's units).
+
+    Inputs are scaled to `(x - input_mean) / sqrt(input_variance)` per feature; regression outputs
+    are mapped back with `output * sqrt(output_variance) + output_mean` per output unit, and the
+    loss is measured on the scaled targets. Min-max scaling is the same with mean = min and
+    variance = (max - min)^2.
+
+    With a `level` (forecasts), the first `level_columns` input features are first taken relative
+    to their level in each window and the level is added back to the outputs last
+    (`rnnflow.preprocessing`); the statistics are then those of the relative values.
+
+    Attributes:
+        input_mean: (features,).
+        input_variance: (features,), never 0 (a constant feature keeps variance 1).
+        output_mean: (outputs,), or None when the outputs are not scaled (classification).
+        output_variance: (outputs,), or None.
+        level: `none`, `last` or `mean`.
+        level_columns: how many leading input features are taken relative (the targets).
+    """
+
+    input_mean: "np.ndarray"
+    input_variance: "np.ndarray"
+    output_mean: "np.ndarray | None" = None
+    output_variance: "np.ndarray | None" = None
+    level: str = "none"
+    level_columns: int = 0
+
+    @property
+    def output_scale(self) -> "np.ndarray | None":
+        """The standard deviation of each output unit (what a scaled error is divided by)."""
+        import numpy as np
+
+        return None if self.output_variance is None else np.sqrt(self.output_variance)
+
+
+def fit_scaling(mode: str, inputs: "np.ndarray", outputs: "np.ndarray | None" = None) -> Scaling:
+    """Fit a scaling on rows of training values.
+
+    Args:
+        mode: `standard` (mean and variance), `minmax` (min and range) or `none` (identity).
+        inputs: (rows, features) of training inputs.
+        outputs: (rows, outputs) of training targets to scale too (regression), or None.
+
+    Returns:
+        The Scaling.
+    """
+    import numpy as np
+
+    def stats(values: "np.ndarray") -> tuple["np.ndarray", "np.ndarray"]:
+        values = np.asarray(values, np.float64)
+        if mode == "none":
+            return np.zeros(values.shape[1]), np.ones(values.shape[1])
+        if mode == "minmax":
+            low = values.min(axis=0)
+            variance = (values.max(axis=0) - low) ** 2
+            mean = low
+        else:
+            mean, variance = values.mean(axis=0), values.var(axis=0)
+        # A constant column would be divided by ~0 (Keras clips at 1e-7): leave its scale alone.
+        return mean, np.where(variance > 1e-12, variance, 1.0)
+
+    scaling = Scaling(*stats(inputs))
+    if outputs is not None:
+        scaling.output_mean, scaling.output_variance = stats(outputs)
+    return scaling
+
+
+@dataclasses.dataclass
+class Forecast:
+    """What a forecasting source knows beyond the windows, for metrics, plots, datasets and predict.
+
+    Attributes:
+        targets: the target columns (each window predicts `horizon` values of each).
+        features: the extra input columns.
+        horizon: steps ahead.
+        window: input steps.
+        season: the seasonal period of the naive baseline (None: last value).
+        time: the time column (None: row order).
+        series: the series id column (None: one series).
+        parts: the rows of each part (train, val, test), as used (missing values handled).
+    """
+
+    targets: list[str]
+    features: list[str]
+    horizon: int
+    window: int
+    season: int | None
+    time: str | None
+    series: str | None
+    parts: dict[str, Any]
+
+    @property
+    def baseline(self) -> str:
+        """The naive forecast MASE compares against, in words."""
+        return f"seasonal naive (season {self.season})" if self.season else "naive (last value)"
+
+
+@dataclasses.dataclass
 class DataBundle:
     """The splits of a data set plus what the model needs to know about it.
 
@@ -64,6 +170,12 @@ class DataBundle:
         sequence_targets: a target per step (True) or per sequence (False).
         val: the validation split (None when there is none).
         info: facts worth logging (sizes, files, function names).
+        scaling: the input (and output) scaling fitted on the training part, or None.
+        variable_length: whether the model must take sequences of any length (the time
+            dimension of its input is None).
+        class_names: the name of each class (classification), or None.
+        forecast: forecasting sources' windows, baseline and rows, or None.
+        source_file: the file the data was read from, or None for generated data.
     """
 
     train: Split
@@ -73,6 +185,11 @@ class DataBundle:
     sequence_targets: bool
     val: Split | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scaling: Scaling | None = None
+    variable_length: bool = False
+    class_names: list[str] | None = None
+    forecast: Forecast | None = None
+    source_file: Path | None = None
 
     def splits(self) -> dict[str, Split]:
         """The splits there are, by name: train, then val and test when present."""
@@ -89,8 +206,26 @@ class DataBundle:
 
     @property
     def input_shape(self) -> tuple[int | None, int]:
-        """(time steps, features) of one input sequence."""
-        return int(self.train.x.shape[1]), int(self.train.x.shape[2])
+        """(time steps, features) of one input sequence; steps is None when any length is taken."""
+        steps = None if self.variable_length else int(self.train.x.shape[1])
+        return steps, int(self.train.x.shape[2])
+
+
+def resolve_file(path: str, base_dir: Path) -> Path:
+    """A data file named in a spec (`data.path`): relative paths resolve against the spec's folder.
+
+    Raises:
+        rnnflow.errors.DataError: when it does not exist or is a directory.
+    """
+    from rnnflow.errors import DataError
+
+    candidate = Path(path).expanduser()
+    candidate = candidate if candidate.is_absolute() else base_dir / candidate
+    if candidate.is_dir():
+        raise DataError(f"{candidate}: a directory; data.path must name a file")
+    if not candidate.is_file():
+        raise DataError(f"{candidate}: file not found (data.path in the spec)")
+    return candidate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +271,24 @@ class SourceSpec(Section):
         """Whether the source gives targets (a source without them can only be run forward)."""
         return True
 
+    @property
+    def chronological(self) -> bool:
+        """Whether the source's splits follow time (then no split may be drawn at random)."""
+        return False
+
+    @property
+    def variable_length(self) -> bool:
+        """Whether models of this source take sequences of any length (no static unrolling)."""
+        return False
+
+    def task_metrics(self, loss: str) -> tuple[str, ...]:
+        """The metrics every run of this source logs besides `train.metrics` (`rnnflow.metrics`)."""
+        return ("accuracy",) if loss == "sparse_categorical_crossentropy" else ()
+
+    def scaling(self, data: DataBundle) -> Scaling | None:
+        """The scaling of model inputs (and outputs), fitted on `data.train` only; None: none."""
+        return None
+
     def load(self, context: LoadContext) -> DataBundle:
         """Produce the arrays.
 
@@ -146,8 +299,8 @@ class SourceSpec(Section):
 
 
 def load_data(spec: Any) -> DataBundle:
-    """Load a spec's data: the source's splits, and the validation split `train.validation` asks
-    for, carved from the training part.
+    """Load a spec's data: the source's splits, the validation split `train.validation` asks
+    for (carved from the training part), then the scaling, fitted on what is left to train on.
 
     Raises:
         rnnflow.errors.DataError: when the data cannot be read, has the wrong shape, or is too
@@ -157,14 +310,29 @@ def load_data(spec: Any) -> DataBundle:
     amount = spec.train.validation if spec.train is not None else None
     if isinstance(amount, (int, float)) and not isinstance(amount, bool):
         data = carve_validation(data, amount, spec.seed)
+    # Only now is the training part final: fitting earlier would let validation rows in.
+    data.scaling = spec.data.scaling(data)
     return data
 
 
-def carve_validation(data: DataBundle, amount: float | int, seed: int) -> DataBundle:
-    """Move `amount` of the training sequences (a fraction, or a count) into a validation split.
+# Each carved split draws from a stream of its own: not the batches', not the data's.
+_STREAMS = {"val": 1013, "test": 2027}
+
+
+def carve_validation(data: DataBundle, amount: float | int, seed: int, into: str = "val",
+                     key: str = "train.validation") -> DataBundle:
+    """Move `amount` of the training sequences (a fraction, or a count) into a validation split
+    (or, with `into="test"`, a test split).
 
     Classes keep their proportions (stratified) when there is one class per sequence; otherwise
     the sequences are drawn at random. The draw depends only on the seed.
+
+    Args:
+        data: the bundle.
+        amount: a fraction of the training sequences, or a count.
+        seed: the spec's seed.
+        into: the split that receives them: `val` or `test`.
+        key: the spec key that asked, for errors.
 
     Raises:
         rnnflow.errors.DataError: when the training part is too small for the split.
@@ -177,16 +345,17 @@ def carve_validation(data: DataBundle, amount: float | int, seed: int) -> DataBu
     n = len(train)
     wanted = amount if isinstance(amount, int) else int(round(amount * n))
     if not 1 <= wanted < n:
-        raise DataError(f"train.validation: {amount} of {n} training sequences leaves "
-                        f"{'no validation' if wanted < 1 else 'nothing to train on'}")
-    rng = np.random.default_rng([seed, 1013])  # a stream of its own: not the batches', not the data's
+        name = "validation" if into == "val" else into
+        raise DataError(f"{key}: {amount} of {n} training sequences leaves "
+                        f"{'no ' + name if wanted < 1 else 'nothing to train on'}")
+    rng = np.random.default_rng([seed, _STREAMS[into]])
     if data.task == "classification" and train.y is not None and train.y.ndim == 1:
         picked = _stratified(train.y, wanted, rng)
     else:
         picked = rng.permutation(n)[:wanted]
     mask = np.zeros(n, bool)
     mask[picked] = True
-    return dataclasses.replace(data, train=train.take(~mask), val=train.take(mask))
+    return dataclasses.replace(data, train=train.take(~mask), **{into: train.take(mask)})
 
 
 def _stratified(labels: "np.ndarray", wanted: int, rng: Any) -> "np.ndarray":

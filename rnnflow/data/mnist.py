@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from rnnflow.data.base import DataBundle, LoadContext, SourceSpec, Split, Task
+from rnnflow.data.base import DataBundle, LoadContext, SourceSpec, Split, Task, resolve_file
 from rnnflow.errors import DataError
 from rnnflow.spec.registry import SOURCES
 
@@ -35,13 +35,7 @@ def find_mnist(path: str | None, base_dir: Path) -> Path:
         DataError: when a given path does not exist, or nothing is found and the download fails.
     """
     if path:
-        candidate = Path(path).expanduser()
-        candidate = candidate if candidate.is_absolute() else base_dir / candidate
-        if candidate.is_dir():
-            raise DataError(f"{candidate} is a directory; data.path must name the mnist.npz file in it")
-        if not candidate.is_file():
-            raise DataError(f"MNIST file not found: {candidate} (data.path in the spec)")
-        return candidate
+        return resolve_file(path, base_dir)
     found = local_mnist()
     return found if found is not None else _download(keras_cache_path())
 
@@ -157,4 +151,5 @@ class MnistSource(SourceSpec):
             output_size=10,
             sequence_targets=False,
             info={"file": str(path), "train_images": len(x_train), "test_images": len(x_test)},
+            source_file=path,
         )

@@ -95,12 +95,6 @@ class TrainSpec(Section):
                      "a count of sequences is an integer")
         if isinstance(self.validation, int) and self.validation < 1:
             raise at("validation", f"a count of sequences is at least 1 (got {self.validation})")
-        names = self.metric_names
-        for key, control in (("early_stopping", self.early_stopping), ("schedule", self.schedule)):
-            monitor = getattr(control, "monitor", None)
-            if monitor is not None and monitor[len("val_"):] not in names:
-                raise at(f"{key}.monitor", f"{monitor} is not logged here; the validation metrics are "
-                         + ", ".join(f"val_{n}" for n in names))
         kind, count = self.budget
         if kind == "iterations" and self.schedule.warmup >= count:
             raise at("schedule.warmup", f"{self.schedule.warmup} iterations of warm-up leave nothing of the "
@@ -208,6 +202,13 @@ class Spec(Section):
             if isinstance(validation, (int, float)) and self.data.has_validation:
                 raise at("train.validation", f"the {self.data.type} source splits off validation data "
                          "itself; use train.validation: source (or leave it out)")
+            if isinstance(validation, (int, float)) and self.data.chronological:
+                raise at("train.validation", f"the {self.data.type} source splits in time; a random "
+                         "validation split would train on later rows than it validates on: set "
+                         "data.split.validation instead")
+        if self.model.unroll and self.data.variable_length:
+            raise at("model.unroll", f"models of the {self.data.type} source take sequences of any length; "
+                     "static unrolling needs one fixed length (leave unroll out)")
         splits = self.split_names
         if self.train is not None:
             self._check_monitors(splits)
@@ -218,23 +219,34 @@ class Spec(Section):
                 raise at(f"evaluate.steps[{i}].type", str(error)) from None
             if getattr(step, "split", None) not in (None, *splits):  # the default is always there
                 raise at(f"evaluate.steps[{i}].split", f"there is no {step.split} split here (there are: "
-                         f"{', '.join(splits)}); set train.validation for a validation split")
+                         f"{', '.join(splits)}); {self._how_to_validate()}")
         return self
 
     def _check_monitors(self, splits: tuple[str, ...]) -> None:
         """Early stopping and `plateau` watch a validation metric at each evaluation during training."""
         train = self.train
+        # What a run logs on each split: the loss, train.metrics and the metrics of the source's task.
+        names = list(dict.fromkeys([*train.metric_names, *self.data.task_metrics(train.loss)]))
         for key, control in (("early_stopping", train.early_stopping), ("schedule", train.schedule)):
             monitor = getattr(control, "monitor", None)
             if monitor is None:
                 continue
+            if monitor[len("val_"):] not in names:
+                raise at(f"train.{key}.monitor", f"{monitor} is not logged here; the validation metrics are "
+                         + ", ".join(f"val_{n}" for n in names))
             what = "early stopping" if key == "early_stopping" else "the plateau schedule"
             if "val" not in splits:
                 raise at(f"train.{key}.monitor", f"{what} watches {monitor}, but there is no validation split "
-                         "(the test split never chooses anything); set train.validation, e.g. 0.1")
+                         f"(the test split never chooses anything); {self._how_to_validate()}")
             if self.evaluate.every is None and not self.evaluate.every_epoch:
                 raise at(f"train.{key}", f"{what} counts evaluations during training, and there are none; "
                          "set evaluate.every (iterations) or evaluate.every_epoch: true")
+
+    def _how_to_validate(self) -> str:
+        """How to get a validation split: a source that splits in time splits it off itself."""
+        if self.data.chronological:
+            return "set data.split.validation (the last rows before the test part)"
+        return "set train.validation, e.g. 0.1"
 
     @property
     def split_names(self) -> tuple[str, ...]:
