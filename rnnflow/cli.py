@@ -227,24 +227,42 @@ def pipeline() -> None:
               help="Override a value in every run's spec (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Validate every run and list them; train nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--executor", type=click.Choice(["serial", "ray"]), default="serial", show_default=True,
+              help="serial: one run after another in this process; ray: in parallel as Ray tasks.")
+@click.option("--address", default=None, metavar="ADDR",
+              help="With --executor ray: the Ray cluster to run on (default: a local one for this pipeline).")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --executor ray: at most N runs at once (default: as many as the cluster's CPUs hold).")
 @user_errors
-def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
+def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool, executor: str,
+                 address: str | None, max_parallel: int | None) -> None:
     """Run every entry of PIPELINE_FILE as a child of one parent MLflow run.
 
     Every resolved spec is validated first. A failing run is recorded FAILED and the others
-    still run; the command then exits 1. The parent run gets a summary and overlay plots.
+    still run; the command then exits 1. The parent run gets a summary and overlay plots; for a
+    search, also the best trial and its values.
     """
-    from rnnflow.spec.pipeline import load_pipeline
+    from rnnflow.spec.pipeline import load_plan
 
-    spec_pipeline, children = load_pipeline(pipeline_file, overrides)
+    plan = load_plan(pipeline_file, overrides)
+    spec_pipeline, children = plan.pipeline, plan.children
     if dry_run:
-        click.echo(f"{spec_pipeline.name}: {len(children)} run(s) in experiment '{spec_pipeline.experiment}'")
+        click.echo(f"{spec_pipeline.name}: {plan.total} run(s) in experiment '{spec_pipeline.experiment}'")
         for child in children:
             click.echo(f"  {child.name}: " + (" ".join(child.overrides) or "(no overrides)"))
+        if plan.search is not None:
+            search = plan.search.search
+            scheduler = f", stopped early by {search.scheduler.type}" if search.scheduler else ""
+            click.echo(f"  {plan.search.trial_name(0)} ... {plan.search.trial_name(search.num_samples - 1)}: "
+                       f"{search.num_samples} trials of {search.algorithm} over {', '.join(search.space)}, "
+                       f"{search.mode} {search.metric}{scheduler}")
         return
+    if (address is not None or max_parallel is not None) and executor != "ray":
+        raise click.UsageError("--address and --max-parallel need --executor ray")
     from rnnflow.pipeline import run_pipeline
 
-    result = run_pipeline(pipeline_file, overrides, quiet=quiet, echo=click.echo)
+    result = run_pipeline(pipeline_file, overrides, quiet=quiet, echo=click.echo, executor=executor,
+                          address=address, max_parallel=max_parallel)
     click.echo(f"parent run id: {result.parent_run_id}")
     click.echo(f"compare them with: rnnflow compare --parent {result.parent_run_id}")
     if result.failed:

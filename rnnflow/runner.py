@@ -40,6 +40,16 @@ class RunInterrupted(RnnflowError):
         self.iteration = iteration
 
 
+class RunStopped(RnnflowError):
+    """Training was stopped on purpose before its end by someone other than the user (a search's
+    scheduler); the run is recorded KILLED with tags `rnnflow.stopped_by` and `rnnflow.stopped_at`."""
+
+    def __init__(self, by: str, iteration: int, reason: str = ""):
+        super().__init__(f"stopped by the {by} at iteration {iteration}" + (f": {reason}" if reason else ""))
+        self.by = by
+        self.iteration = iteration
+
+
 @dataclasses.dataclass
 class RunResult:
     """What a finished run produced.
@@ -74,6 +84,7 @@ def run(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     callbacks: list[Any] | tuple[Any, ...] = (),
+    run_id: str | None = None,
 ) -> RunResult:
     """Run a spec end to end and record it in MLflow.
 
@@ -85,6 +96,8 @@ def run(
         parent_run_id: record the run as a child of this MLflow run.
         tags: extra tags for the run.
         callbacks: extra Keras callbacks for training (called at logged iterations).
+        run_id: record into this run, which the caller created (a pipeline's driver creates its
+            children's runs); it is ended here like a run started here.
 
     Returns:
         The RunResult.
@@ -94,6 +107,7 @@ def run(
         DataError, TrackingError: a data file or the tracking store cannot be used (no run is created).
         TrainingError: training failed (the run is recorded FAILED).
         RunInterrupted: Ctrl-C (the run is recorded KILLED with a checkpoint).
+        RunStopped: a callback stopped training (the run is recorded KILLED).
     """
     from rnnflow import tracking
 
@@ -113,7 +127,7 @@ def run(
         uri = tracking.tracking_uri(spec.tracking.tracking_uri)
         tracking.check_reachable(uri)
     return _Run(spec, tuple(overrides), uri, quiet, resume, resume_state, parent_run_id, tags or {},
-                list(callbacks)).execute()
+                list(callbacks), run_id).execute()
 
 
 def _load_checkpoint(run_id: str) -> tuple[Spec, dict[str, Any]]:
@@ -145,7 +159,8 @@ class _Run:
     """The state of one run while it executes (see `run`)."""
 
     def __init__(self, spec: Spec, overrides: tuple[str, ...], uri: str, quiet: bool, resume: str | None,
-                 resume_state: dict | None, parent_run_id: str | None, tags: dict[str, str], callbacks: list):
+                 resume_state: dict | None, parent_run_id: str | None, tags: dict[str, str], callbacks: list,
+                 run_id: str | None = None):
         self.spec = spec
         self.overrides = overrides
         self.uri = uri
@@ -155,6 +170,7 @@ class _Run:
         self.parent_run_id = parent_run_id
         self.tags = tags
         self.callbacks = callbacks
+        self.run_id = run_id
         self.tracker = None
         self.trainer = None
 
@@ -210,7 +226,7 @@ class _Run:
         if self.overrides:
             tags["rnnflow.overrides"] = " ".join(self.overrides)
         return Tracker(spec.tracking.experiment, spec.tracking.run_name or spec.name, tags,
-                       parent_run_id=self.parent_run_id, resume_run_id=self.resume)
+                       parent_run_id=self.parent_run_id, resume_run_id=self.resume, run_id=self.run_id)
 
     def _log_spec(self, tracker) -> None:
         from rnnflow.tracking import flatten
@@ -315,6 +331,10 @@ class _Run:
         if isinstance(error, RunInterrupted):
             # Stopped on request, not failed: no error is recorded, only where it stopped.
             self.tracker.set_tags({"rnnflow.interrupted_at": str(error.iteration)})
+            self.tracker.end("KILLED")
+            return
+        if isinstance(error, RunStopped):
+            self.tracker.set_tags({"rnnflow.stopped_by": error.by, "rnnflow.stopped_at": str(error.iteration)})
             self.tracker.end("KILLED")
             return
         if isinstance(error, KeyboardInterrupt):

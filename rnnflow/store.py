@@ -56,6 +56,19 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"the tracking store {uri} is not writable ({probe})")
 
 
+def absolute_uri(uri: str) -> str:
+    """The same store with a relative local path made absolute (other processes, such as Ray
+    workers, need not share the working directory)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite" and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:":
+            return "sqlite:///" + str(Path(path).absolute())
+    if parsed.scheme == "" and uri and not Path(uri).is_absolute():
+        return str(Path(uri).absolute())
+    return uri
+
+
 SPEC_DIR_TAG = "rnnflow.spec_dir"
 
 

@@ -89,21 +89,25 @@ class Tracker:
         tags: tags set at the start.
         parent_run_id: make the run a child of this run.
         resume_run_id: reopen this run instead of starting a new one.
+        run_id: record into this run, created by the caller but not yet started (it gets the tags).
     """
 
     def __init__(self, experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
-                 resume_run_id: str | None = None):
+                 resume_run_id: str | None = None, run_id: str | None = None):
         import mlflow
 
         self.mlflow = mlflow
         try:
-            if resume_run_id is None:
+            if resume_run_id is None and run_id is None:
                 mlflow.set_experiment(experiment)
         except Exception as error:  # the store refuses: report it, nothing has run yet
             raise TrackingError(f"cannot use the tracking store {mlflow.get_tracking_uri()}: {error}") from None
         active = mlflow.active_run()
         self.owned = True
-        if resume_run_id is not None:
+        if run_id is not None:
+            # A pipeline's driver created it; in a serial pipeline the parent is active here.
+            self.run = mlflow.start_run(run_id=run_id, nested=active is not None, tags=tags)
+        elif resume_run_id is not None:
             self.run = mlflow.start_run(run_id=resume_run_id)
         elif active is not None and parent_run_id is None:
             # Called inside a run the caller started: log into it, leave it open.
@@ -124,8 +128,11 @@ class Tracker:
         self.mlflow.log_metrics(metrics, step=step, run_id=self.run_id)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.mlflow.set_tag(key, value)
+        from mlflow.entities import RunTag
+        from mlflow.tracking import MlflowClient
+
+        # This run's, also while a child run is the active one (a serial pipeline's parent).
+        MlflowClient().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path=folder, run_id=self.run_id)

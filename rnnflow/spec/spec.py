@@ -196,6 +196,15 @@ class Spec(Section):
         has_val = self.data.has_validation if validation in (None, "source") else True
         return ("train",) + (("val",) if has_val else ()) + (("test",) if self.data.has_test else ())
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """What each split is measured with, as the run names it after the split (`val_` + these):
+        the loss, then the spec's metrics (`top_k_accuracy` is named with its k)."""
+        if self.train is None:
+            return ()
+        names = [f"top_{self.train.top_k}_accuracy" if m == "top_k_accuracy" else m for m in self.train.metrics]
+        return ("loss", *names)
+
     # --- provenance of a loaded spec ---
 
     @property
