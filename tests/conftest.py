@@ -74,6 +74,35 @@ def client(mlflow_store):
     return MlflowClient(mlflow_store)
 
 
+_LEFT_RUNNING: set[str] = set()  # runs a test has already been failed for
+
+
+@pytest.fixture(autouse=True)
+def no_run_left_running(request):
+    """After every test that used the session store: no run in it is RUNNING.
+
+    A run rnnflow leaves RUNNING would be marked FINISHED by MLflow's exit handler: a failed or
+    interrupted run would look like a good one. One search of the whole store (every experiment,
+    deleted ones and deleted runs included) after the test; each run left RUNNING fails the test
+    that left it, and only that one.
+    """
+    if "mlflow_store" not in request.fixturenames:  # the closure: also through `client`, run fixtures...
+        yield
+        return
+    client = request.getfixturevalue("client")
+    yield
+    from mlflow.entities import ViewType
+
+    experiments = {e.experiment_id: e.name for e in client.search_experiments(view_type=ViewType.ALL)}
+    running = [r for r in client.search_runs(list(experiments), "attributes.status = 'RUNNING'",
+                                             run_view_type=ViewType.ALL) if r.info.run_id not in _LEFT_RUNNING]
+    if running:
+        _LEFT_RUNNING.update(r.info.run_id for r in running)
+        names = ", ".join(f"{r.info.run_id} ({r.info.run_name}, experiment {experiments[r.info.experiment_id]})"
+                          for r in running)
+        pytest.fail(f"runs left RUNNING: {names}", pytrace=False)
+
+
 def write_tiny_mnist(path: Path, train: int = 300, test: int = 100, seed: int = 0) -> Path:
     """An MNIST-format file whose digits are learnable: each class lights up its own rows."""
     rng = np.random.default_rng(seed)

@@ -80,6 +80,48 @@ def test_cell_matches_numpy_reference(name):
         np.testing.assert_allclose(np.asarray(got), want, rtol=RTOL, atol=ATOL)
 
 
+GRU_RESET_BEFORE = {"type": "gru", "units": 4, "reset_after": False}
+GRU_PATHS = {
+    # Keras' GRU layer (rnnflow.cells.factory.fused_layer).
+    "fused": ({"cells": [GRU_RESET_BEFORE], "projection": None}, "fused"),
+    # A wrapper inside the step: Keras' RNN stepping the cell of rnnflow.cells.factory.keras_cell.
+    "dropout": ({"cells": [{**GRU_RESET_BEFORE, "wrappers": [{"type": "dropout", "keep_prob": 1.0}]}],
+                 "projection": None}, "cell loop"),
+    "per_step": ({"cells": [GRU_RESET_BEFORE], "projection": {"units": 2, "mode": "per_step"}}, "cell loop"),
+}
+
+
+@pytest.mark.parametrize("path", list(GRU_PATHS))
+def test_gru_reset_before_on_every_execution_path(path):
+    """`reset_after: false` (TF1's GRUCell) is the cell that runs, fused or stepped in Keras' loop."""
+    import keras
+
+    model, execution = GRU_PATHS[path]
+    built, data = compile_spec(model, inline(X))
+    assert built.plans[0].execution == execution
+    layer = built.model.get_layer("gru_0")
+    cell = layer.cell
+    while not isinstance(cell, keras.layers.GRUCell):  # inside the dropout or projection wrapper
+        cell = cell.cell
+    assert cell.reset_after is False
+    assert tuple(cell.bias.shape) == (12,)  # one bias vector, not (input, recurrent) rows
+
+    weights = fix_weights(cell, seed=31)
+    expected, expected_states = run_reference(reference_step(GRU_RESET_BEFORE, weights), data.train.x, 4)
+    want = expected
+    if path == "per_step":
+        rng = np.random.default_rng(32)  # the OutputProjectionWrapper's dense layer
+        kernel, bias = rng.uniform(-0.5, 0.5, (4, 2)), rng.uniform(-0.5, 0.5, 2)
+        layer.cell.kernel.assign(kernel.astype(np.float32))
+        layer.cell.bias.assign(bias.astype(np.float32))
+        want = expected @ kernel.astype(np.float32) + bias.astype(np.float32)
+    # keep_prob 1.0 drops nothing: training=True is deterministic and still goes through the wrapper.
+    for training in (False, True):
+        probe = built.probe_model(data.train.x, training=training)
+        np.testing.assert_allclose(np.asarray(probe["outputs"]), want, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(np.asarray(probe["states"]["gru_0"]), expected_states[0], rtol=RTOL, atol=ATOL)
+
+
 @pytest.mark.parametrize("implementation", [1, 2])
 def test_forget_bias_in_both_keras_lstm_code_paths(implementation):
     """Keras' LSTMCell has split (1) and fused (2) gate code; the forget bias goes into both."""

@@ -1,4 +1,8 @@
-"""Faults while running: NaN losses, Ctrl-C and resume, bad data files; no run left RUNNING."""
+"""Faults while running: NaN losses, Ctrl-C and resume, bad data files.
+
+That no fault leaves a run RUNNING is checked after every test that uses the store
+(`no_run_left_running` in conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from click.testing import CliRunner
 from conftest import ROOT, shrink, write_tiny_mnist
 
 from rnnflow.cli import main
-from rnnflow.errors import DataError, RnnflowError, SpecError, TrainingError
+from rnnflow.errors import DataError, SpecError, TrainingError
 
 GRU = ROOT / "specs" / "gru_forecast.yaml"
 MNIST = ROOT / "specs" / "mnist_classifier.yaml"
@@ -46,14 +50,6 @@ def test_nan_loss_fails_the_run_at_its_iteration(runner_api, client):
     assert steps and max(steps) < iteration  # nothing logged from the bad step on
     assert logged_models(client, run_id) == []
     assert "test_loss" not in run.data.metrics
-
-
-def test_nan_loss_through_the_cli_exits_1_without_traceback(mlflow_store):
-    overrides = [*shrink(GRU), "train.optimizer=sgd", "train.learning_rate=90", "train.iterations=60",
-                 "tracking.experiment=faults"]
-    result = CliRunner().invoke(main, ["run", str(GRU), "-q", *[f"--set={o}" for o in overrides]])
-    assert result.exit_code == 1
-    assert "rnnflow: error: the loss became" in result.output and "Traceback" not in result.output
 
 
 class InterruptAt(keras.callbacks.Callback):
@@ -261,16 +257,54 @@ def test_tag_names_mlflow_refuses_are_spec_errors():
         spec_from_text((ROOT / "specs" / "basic_rnn.yaml").read_text(), overrides=['tracking.tags={"x!": "1"}'])
 
 
-def test_no_run_is_left_running(client):
-    """Runs last in this module: after every fault above, nothing is RUNNING."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
-    assert running == []
+def _run_with(monkeypatch, callback):
+    """`rnnflow run` trains with one more Keras callback (what a user's Ctrl-C would hit)."""
+    import functools
+
+    import rnnflow.runner
+
+    monkeypatch.setattr(rnnflow.runner, "run", functools.partial(rnnflow.runner.run, callbacks=[callback]))
 
 
-def test_rnnflow_errors_have_exit_codes():
-    assert SpecError([]).exit_code == 2 and RnnflowError("x").exit_code == 1
+def _load_spec_raises(monkeypatch, error):
+    import rnnflow.runner
 
+    def load_spec(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(rnnflow.runner, "load_spec", load_spec)
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [f"--set={o}" for o in overrides]
+
+
+NAN = [*shrink(GRU), "train.optimizer=sgd", "train.learning_rate=90", "train.iterations=60",
+       "tracking.experiment=faults"]
+EXIT_CASES = {
+    # name: (what to arrange with monkeypatch, `rnnflow run` arguments, exit code, message)
+    "SpecError": (None, [GRU, "--set", "model.cells[0].units=-3"], 2,
+                  "--set model.cells[0].units=-3 model.cells[0].units: must be greater than 0 (got -3)"),
+    "UsageError": (None, [], 2, "give a SPEC_FILE, or --resume RUN_ID"),
+    "DataError": (None, [MNIST, "--set", "data.path={tmp}/none.npz"], 1, "rnnflow: error: MNIST file not found"),
+    "TrainingError": (None, [GRU, "-q", *_sets(NAN)], 1, "rnnflow: error: the loss became"),
+    "RunInterrupted": (lambda mp: _run_with(mp, InterruptAt(2)), [GRU, "-q", *_sets(RESUMABLE)], 130,
+                       "recorded as KILLED with a checkpoint (continue it with: rnnflow run --resume "),
+    "KeyboardInterrupt": (lambda mp: _load_spec_raises(mp, KeyboardInterrupt()), [GRU], 130, "rnnflow: interrupted"),
+    "internal error": (lambda mp: _load_spec_raises(mp, ZeroDivisionError("a bug")), [GRU], 1,
+                       "rnnflow: internal error: ZeroDivisionError: a bug (rerun with rnnflow --debug"),
+}
+
+
+@pytest.mark.parametrize("case", list(EXIT_CASES))
+def test_cli_exit_codes(case, mlflow_store, monkeypatch, tmp_path):
+    """What `rnnflow run` exits with for each kind of failure, and its one-line message."""
+    arrange, args, code, message = EXIT_CASES[case]
+    if arrange is not None:
+        arrange(monkeypatch)
+    result = CliRunner().invoke(main, ["run", *(str(a).replace("{tmp}", str(tmp_path)) for a in args)])
+    assert (result.exit_code, message in result.output) == (code, True), result.output
+    assert "Traceback" not in result.output
 
 
 def test_empty_override_value_is_refused(tmp_path):
@@ -280,7 +314,7 @@ def test_empty_override_value_is_refused(tmp_path):
     assert CliRunner().invoke(main, ["validate", str(GRU), "--set", "train=null"]).exit_code == 0
 
 
-def test_a_recorded_run_resolves_relative_paths_from_its_spec_file(tmp_path, mlflow_store, monkeypatch):
+def test_a_recorded_run_resolves_relative_paths_from_its_spec_file(tmp_path, client, monkeypatch):
     """predict (and resume) rebuild the spec from the run: data.path stays relative to the spec file."""
     spec_dir = tmp_path / "experiment"
     spec_dir.mkdir()
@@ -292,6 +326,7 @@ def test_a_recorded_run_resolves_relative_paths_from_its_spec_file(tmp_path, mlf
     result = CliRunner().invoke(main, ["run", str(spec), "-q", *[f"--set={o}" for o in overrides]])
     assert result.exit_code == 0, result.output
     run_id = result.output.split("run id: ")[1].split()[0]
+    assert client.get_run(run_id).info.status == "FINISHED"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

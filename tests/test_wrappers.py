@@ -539,18 +539,36 @@ def test_wrapper_config_round_trip():
 
 
 def test_layers_of_one_dropout_cell_draw_different_masks():
-    """With an explicit dropout seed, each layer of the stack still gets its own seed."""
+    """With an explicit dropout seed, each layer of the stack still gets its own masks.
+
+    Both layers are identity cells (see `identity_rnn`) fed the same ones, so what each returns
+    while training is its own dropout mask (0 or 1/keep_prob at every step and unit).
+    """
     spec_text = """
 name: seeds
-data: {type: sine, sampling: fixed, stop: 15, steps: 10}
+data: {type: inline, inputs: [[[1.0, 1.0, 1.0, 1.0, 1.0]]]}
 model:
   cells:
-    - {type: rnn, units: 3, layers: 2, wrappers: [{type: dropout, keep_prob: 0.5, seed: 11}]}
-train: {iterations: 1}
+    - {type: rnn, units: 5, activation: linear, layers: 2, wrappers: [{type: dropout, keep_prob: 0.5, seed: 11}]}
+  projection: null
+  output: sequence
+train: null
 """
     from rnnflow.build import build_model
     from rnnflow.spec import spec_from_text
 
     built = build_model(spec_from_text(spec_text))
-    seeds = [built.model.get_layer(f"rnn_{i}").cell.seed for i in range(2)]
-    assert seeds == [11, 12]
+    layers = [built.model.get_layer(f"rnn_{i}") for i in range(2)]
+    assert [layer.cell.seed for layer in layers] == [11, 12]
+    masks = []
+    for layer in layers:
+        inner = layer.cell.cell
+        inner.kernel.assign(np.eye(5, dtype=np.float32))
+        inner.recurrent_kernel.assign(np.zeros((5, 5), np.float32))
+        inner.bias.assign(np.zeros(5, np.float32))
+        outputs = np.asarray(layer(ONES.astype(np.float32), training=True)[0])
+        assert set(np.unique(outputs)) == {0.0, 2.0}  # dropped, or kept and scaled by 1/0.5
+        masks.append(outputs == 0.0)
+    assert 0.4 < masks[0].mean() < 0.6 and 0.4 < masks[1].mean() < 0.6
+    # Independent masks agree on about half of the 1280 positions; the same seed on all of them.
+    assert 0.3 < (masks[0] == masks[1]).mean() < 0.7

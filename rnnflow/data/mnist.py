@@ -42,6 +42,16 @@ def find_mnist(path: str | None, base_dir: Path) -> Path:
         if not candidate.is_file():
             raise DataError(f"MNIST file not found: {candidate} (data.path in the spec)")
         return candidate
+    found = local_mnist()
+    return found if found is not None else _download(keras_cache_path())
+
+
+def local_mnist() -> Path | None:
+    """The mnist.npz already on this machine: $RNNFLOW_MNIST, then Keras' cache; None when neither.
+
+    Raises:
+        DataError: when $RNNFLOW_MNIST names a file that does not exist.
+    """
     env = os.environ.get(ENV_VAR)
     if env:
         candidate = Path(env).expanduser()
@@ -49,9 +59,7 @@ def find_mnist(path: str | None, base_dir: Path) -> Path:
             raise DataError(f"MNIST file not found: {candidate} (from ${ENV_VAR})")
         return candidate
     cache = keras_cache_path()
-    if cache.is_file():
-        return cache
-    return _download(cache)
+    return cache if cache.is_file() else None
 
 
 def _download(cache: Path) -> Path:
