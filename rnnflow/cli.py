@@ -178,27 +178,44 @@ def show(spec_file: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--resume", metavar="RUN_ID", help="Continue an interrupted run from its checkpoint.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train on N processes of this machine (train.distribute: multi_worker), one MLflow run.")
 @user_errors
-def run(spec_file: Path | None, overrides: tuple[str, ...], quiet: bool, resume: str | None) -> None:
+def run(spec_file: Path | None, overrides: tuple[str, ...], quiet: bool, resume: str | None,
+        workers: int | None) -> None:
     """Train and evaluate SPEC_FILE and record the run in MLflow; print the run id."""
     if (spec_file is None) == (resume is None):
         raise click.UsageError("give a SPEC_FILE, or --resume RUN_ID (not both)")
     if resume and overrides:
         raise click.UsageError("--set cannot change a resumed run")
+    if workers is not None:
+        if resume:
+            raise click.UsageError("--workers starts a new run; it cannot resume one")
+        from rnnflow.launch import launch
+
+        recorded = launch(spec_file, overrides, workers, quiet=quiet, echo=click.echo)
+        click.echo(f"run id: {recorded.info.run_id}")
+        _print_metrics(recorded.data.metrics)
+        return
     from rnnflow.runner import run as run_spec
 
     result = run_spec(spec_file, overrides, quiet=quiet, resume=resume)
+    if not result.run_id:
+        return  # a worker of a multi-worker run other than the chief: the chief reports
     _print_result(result)
 
 
 def _print_result(result) -> None:
     click.echo(f"run id: {result.run_id}")
-    shown = {k: v for k, v in result.metrics.items()
-             if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"}
-    if shown:
-        click.echo("metrics: " + "  ".join(f"{k} {v:.5g}" for k, v in sorted(shown.items())))
+    _print_metrics(result.metrics)
     click.echo(f"recorded in {result.tracking_uri} (experiment id {result.experiment_id}); "
                "browse it with: rnnflow ui")
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    shown = {k: v for k, v in metrics.items() if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"}
+    if shown:
+        click.echo("metrics: " + "  ".join(f"{k} {v:.5g}" for k, v in sorted(shown.items())))
 
 
 @main.command()

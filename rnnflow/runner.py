@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import logging
+import os
 import tempfile
 import traceback
 from pathlib import Path
@@ -24,6 +25,8 @@ from rnnflow.spec import Spec, load_spec
 log = logging.getLogger("rnnflow")
 
 CHECKPOINT_DIR = "checkpoint"
+# The run a multi-worker run's chief records into, when a launcher created it (rnnflow run --workers).
+RUN_ID_VARIABLE = "RNNFLOW_RUN_ID"
 
 
 class RunInterrupted(RnnflowError):
@@ -171,6 +174,9 @@ class _Run:
         self.tags = tags
         self.callbacks = callbacks
         self.run_id = run_id
+        self.distribution = None
+        self.strategy = None
+        self.chief = True
         self.tracker = None
         self.trainer = None
 
@@ -180,15 +186,23 @@ class _Run:
         from rnnflow.train import Trainer, seed_everything
 
         spec = self.spec
-        # Everything that can fail on bad input happens before the MLflow run exists.
+        # Everything that can fail on bad input happens before the MLflow run exists. A strategy
+        # comes first: logical devices and a multi-worker cluster must be set up before TensorFlow
+        # runs anything.
+        self._distribute()
         seed_everything(spec.seed)
         data = load_data(spec)
-        built = build_model(spec, data)
-        if spec.train is not None:
-            self.trainer = Trainer(spec, built, data)
-            if self.resume_state is not None:
-                self.trainer.load_state(self.resume_state["arrays"])
-                self.trainer.pending = list(self.resume_state["meta"].get("pending_losses", []))
+        from rnnflow.distribute import scope
+
+        with scope(self.strategy):  # variables made here are mirrored on every replica
+            built = build_model(spec, data)
+            if spec.train is not None:
+                self.trainer = Trainer(spec, built, data, strategy=self.strategy)
+                if self.resume_state is not None:
+                    self.trainer.load_state(self.resume_state["arrays"])
+                    self.trainer.pending = list(self.resume_state["meta"].get("pending_losses", []))
+        if not self.chief:
+            return self._worker(built)
         self.tracker = self._start()
         with tempfile.TemporaryDirectory(prefix="rnnflow-") as tmp:
             try:
@@ -204,6 +218,48 @@ class _Run:
         return result
 
     # --- phases ---
+
+    def _distribute(self) -> None:
+        """Make the strategy `train.distribute` asks for (None: one device)."""
+        from rnnflow.planner import plan_distribution
+
+        self.distribution = plan_distribution(self.spec)
+        if self.distribution is None:
+            return
+        from rnnflow.distribute import make_strategy
+
+        self.strategy = make_strategy(self.distribution)
+        self.chief = self.distribution.chief
+        if self.distribution.strategy == "multi_worker" and self.run_id is None:
+            # A launcher (rnnflow run --workers N) created the run for the chief to record into.
+            self.run_id = os.environ.get(RUN_ID_VARIABLE) or None
+
+    def _worker(self, built) -> RunResult:
+        """A worker other than the chief: it trains in step with the others and records nothing."""
+        from rnnflow.train import Interrupted
+
+        self.trainer.callbacks = []
+        try:
+            result = self.trainer.run()
+        except Interrupted as stop:
+            raise KeyboardInterrupt(f"interrupted at iteration {stop.iteration}") from None
+        self._check_replicas(built)
+        return RunResult("", "", self.uri, "FINISHED", {}, result.iterations, result.seconds, built)
+
+    def _check_replicas(self, built) -> dict[str, str]:
+        """Every replica's weights digest (all workers call this at the same point); tags for the chief."""
+        if self.strategy is None:
+            return {}
+        from rnnflow.distribute import weight_digests
+
+        digests = weight_digests(self.strategy, built.model)
+        same = len(set(digests)) == 1
+        if not same:
+            log.warning("the replicas ended with different weights: %s", ", ".join(digests))
+        plan = self.distribution
+        return {"rnnflow.distribute.strategy": plan.strategy, "rnnflow.distribute.replicas": str(plan.replicas),
+                "rnnflow.distribute.weights_in_sync": "true" if same else "false",
+                "rnnflow.distribute.weight_digests": ",".join(digests)}
 
     def _start(self):
         from rnnflow import __version__
@@ -275,6 +331,9 @@ class _Run:
                 for callback in callbacks:
                     getattr(callback, "close", lambda: None)()
             iterations, seconds = result.iterations, result.seconds
+            replicas = self._check_replicas(built)
+            if replicas:
+                tracker.set_tags(replicas)
             trained = result.iterations - (int(self.resume_state["meta"]["iteration"]) if self.resume_state else 0)
             metrics["train_seconds"] = seconds
             if trained and seconds > 0:

@@ -57,4 +57,8 @@ def execution_notes(spec: Spec, train_size: int) -> list[str]:
         "XLA: " + ("on (train.jit_compile: true)" if train.jit_compile else "off (train.jit_compile: false)"),
         "precision: " + (spec.model.precision if spec.model.precision != "float32" else "float32 (model.precision)"),
     ]
+    from rnnflow.planner import plan_distribution
+
+    distribution = plan_distribution(spec, train_size)
+    notes += distribution.lines() if distribution is not None else ["distribute: no, one device (train.distribute)"]
     return notes
