@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from rnnflow.errors import RnnflowError  # noqa: E402
-from rnnflow.planner import COLLECTIVE_TIMEOUT_SECONDS, DistributionPlan, available_devices  # noqa: E402
+from rnnflow.planner import DistributionPlan, available_devices  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -31,8 +31,10 @@ def make_strategy(plan: DistributionPlan) -> tf.distribute.Strategy:
     if plan.cpu_devices:
         _split_cpu(plan.cpu_devices)
     if plan.strategy == "multi_worker":
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        # No collective timeout: with one, TensorFlow 2.21 starts a thread per collective and never
+        # ends it (measured: 16,000 threads after a minute of steps, then an abort). A worker that
+        # dies breaks its peers' next collective at once; the launcher stops the others.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     present = available_devices()
     missing = [d for d in plan.devices if d not in present]
     if missing:

@@ -244,10 +244,6 @@ class DistributionPlan:
         return out
 
 
-# Collectives of a multi-worker run give up after this long (a peer that hangs ends the run).
-COLLECTIVE_TIMEOUT_SECONDS = 600.0
-
-
 def cluster_from_environment() -> tuple[list[str], int, bool]:
     """(worker addresses, this process's index, whether it is the chief) from $TF_CONFIG.
 
