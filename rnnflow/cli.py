@@ -196,6 +196,9 @@ def run(spec_file: Path | None, overrides: tuple[str, ...], quiet: bool, resume:
         recorded = launch(spec_file, overrides, workers, quiet=quiet, echo=click.echo)
         click.echo(f"run id: {recorded.info.run_id}")
         _print_metrics(recorded.data.metrics)
+        from mlflow.tracking import MlflowClient
+
+        _print_where(MlflowClient().tracking_uri, recorded.info.experiment_id, recorded.info.run_id)
         return
     from rnnflow.runner import run as run_spec
 
@@ -208,8 +211,15 @@ def run(spec_file: Path | None, overrides: tuple[str, ...], quiet: bool, resume:
 def _print_result(result) -> None:
     click.echo(f"run id: {result.run_id}")
     _print_metrics(result.metrics)
-    click.echo(f"recorded in {result.tracking_uri} (experiment id {result.experiment_id}); "
-               "browse it with: rnnflow ui")
+    _print_where(result.tracking_uri, result.experiment_id, result.run_id)
+
+
+def _print_where(tracking_uri: str, experiment_id: str, run_id: str) -> None:
+    from rnnflow import ui
+
+    click.echo(f"recorded in {tracking_uri} (experiment id {experiment_id})")
+    url = ui.run_url(ui.base_url(tracking_uri), experiment_id, run_id)
+    click.echo(f"see it {ui.where(tracking_uri)}: {url}")
 
 
 def _print_metrics(metrics: dict[str, float]) -> None:
@@ -281,6 +291,9 @@ def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool,
     result = run_pipeline(pipeline_file, overrides, quiet=quiet, echo=click.echo, executor=executor,
                           address=address, max_parallel=max_parallel)
     click.echo(f"parent run id: {result.parent_run_id}")
+    from rnnflow import ui
+
+    click.echo("\n".join(ui.pipeline_lines(result)))
     click.echo(f"compare them with: rnnflow compare --parent {result.parent_run_id}")
     if result.failed:
         click.echo(f"rnnflow: {len(result.failed)} of {len(result.children)} run(s) failed", err=True)
@@ -307,15 +320,22 @@ def compare(experiment: str | None, parent: str | None, metric: str | None, fmt:
 
 
 @main.command()
+@click.option("--experiment", default=None, help="Open this experiment (default: the one of the latest run).")
+@click.option("--open", "open_browser", is_flag=True, help="Also open it in a web browser.")
 @click.option("--port", default=5000, show_default=True, help="Port of the UI.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--tracking-uri", default=None, help="Tracking store (default: the one rnnflow logs to).")
 @user_errors
-def ui(port: int, host: str, tracking_uri: str | None) -> None:
-    """Start the MLflow UI on the tracking store rnnflow logs to."""
-    from rnnflow.compare import serve_ui
+def ui(experiment: str | None, open_browser: bool, port: int, host: str, tracking_uri: str | None) -> None:
+    """Serve the MLflow UI on the tracking store rnnflow logs to; print the address of the runs.
 
-    serve_ui(host, port, tracking_uri)
+    The one line printed is the experiment's training runs table. Ctrl-C (or SIGTERM) stops the
+    UI and exits 0. On a tracking server (http/https), print its address and start nothing.
+    """
+    _leave_objects_to_the_os_at_exit()  # MLflow's heap: seconds of garbage collection at exit otherwise
+    from rnnflow.ui import serve
+
+    serve(host, port, tracking_uri, experiment, open_browser, echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

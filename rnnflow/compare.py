@@ -1,55 +1,27 @@
-"""Looking at runs: a comparison table of runs, and the MLflow UI on rnnflow's tracking store."""
+"""Looking at runs: a comparison table of runs."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import shutil
-import subprocess
-import sys
 from typing import Any
 
-import click
-
 from rnnflow.errors import RnnflowError
-
-
-def serve_ui(host: str, port: int, tracking_uri: str | None = None) -> None:
-    """Start the MLflow UI on the store rnnflow logs to (blocks until Ctrl-C).
-
-    Args:
-        host: address to listen on.
-        port: port to listen on.
-        tracking_uri: the store; default: the one runs go to ($MLFLOW_TRACKING_URI or sqlite:///mlflow.db).
-    """
-    from rnnflow.store import tracking_uri as resolve
-
-    uri = resolve(tracking_uri)
-    if uri.startswith(("http://", "https://")):
-        click.echo(f"runs are recorded on the tracking server {uri}: open it in a browser")
-        return
-    mlflow_cli = shutil.which("mlflow")
-    command = [mlflow_cli] if mlflow_cli else [sys.executable, "-m", "mlflow"]
-    command += ["ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    click.echo(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
-    try:
-        subprocess.run(command, check=False)
-    except KeyboardInterrupt:
-        pass
 
 
 # Metrics where a larger value is better; every other metric (losses, errors, times) is smaller-better.
 _HIGHER_IS_BETTER = ("accuracy",)
 
 
-# Params that differ between runs without being a setting of the experiment.
-_NOT_COMPARED = {"description", "tracking.run_name", "tracking.experiment"}
-
-
 def higher_is_better(metric: str) -> bool:
     """Whether a larger value of `metric` is better."""
     return any(word in metric for word in _HIGHER_IS_BETTER)
+
+
+def default_metric(known) -> str | None:
+    """The metric runs are compared by: val_loss, else test_loss, else train_loss (of those known)."""
+    return next((m for m in ("val_loss", "test_loss", "train_loss") if m in known), None)
 
 
 def compare_runs(experiment: str | None = None, parent: str | None = None,
@@ -66,7 +38,7 @@ def compare_runs(experiment: str | None = None, parent: str | None = None,
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from rnnflow.store import check_reachable, tracking_uri
+    from rnnflow.store import check_reachable, is_setting, tracking_uri
 
     check_reachable(tracking_uri(None))  # else MLflow retries a refused connection for minutes
     client = MlflowClient()
@@ -87,13 +59,13 @@ def compare_runs(experiment: str | None = None, parent: str | None = None,
     if not runs:
         return ["run"], []
     known = {k for r in runs for k in r.data.metrics}
-    metric = metric or next((m for m in ("val_loss", "test_loss", "train_loss") if m in known), "test_loss")
+    metric = metric or default_metric(known) or "test_loss"
     if metric not in known:
         raise RnnflowError(f"no run has the metric '{metric}'; known: {', '.join(sorted(known))}")
     # Runs that failed before they started have no params; they do not make every param "differ".
     with_params = [r for r in runs if r.data.params]
     all_params = sorted({k for r in with_params for k in r.data.params})
-    differing = [k for k in all_params if k not in _NOT_COMPARED
+    differing = [k for k in all_params if is_setting(k)
                  and len({r.data.params.get(k) for r in with_params}) > 1]
     metric_names = [metric] + sorted(k for k in known if k != metric and k != "loss")
     sign = -1.0 if higher_is_better(metric) else 1.0

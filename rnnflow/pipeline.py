@@ -48,12 +48,31 @@ class ChildOutcome:
 
 
 @dataclasses.dataclass
+class Summary:
+    """How the children compare (what the parent run records about them).
+
+    Attributes:
+        metric: the metric they are compared by (None when no child has one).
+        ascending: whether smaller values of it are better.
+        ranked: the run ids of the finished children, best first.
+        view: the key of the saved view of the children, None when it could not be written.
+    """
+
+    metric: str | None
+    ascending: bool
+    ranked: list[str]
+    view: str | None = None
+
+
+@dataclasses.dataclass
 class PipelineResult:
     """What a pipeline run produced."""
 
     parent_run_id: str
     experiment_id: str
     children: list[ChildOutcome]
+    tracking_uri: str = ""
+    summary: Summary | None = None
 
     @property
     def failed(self) -> list[ChildOutcome]:
@@ -168,6 +187,7 @@ class _Driver:
         self.study = None
         self.asked = 0
         self.varied: dict[int, dict[str, Any]] = {}  # child index -> its grid or trial values
+        self.children: dict[int, Child] = {}  # child index -> the child (the trials the spec accepted too)
 
     # --- the run ---
 
@@ -197,7 +217,9 @@ class _Driver:
                 self.study = self.executor.study(search.search)
             self._loop()
             outcomes = [self.outcomes[i] for i in sorted(self.outcomes)]
-            _summarize(parent, outcomes, self.echo)
+            children = [self.children[i] for i in sorted(self.children)]
+            compared = (search.search.metric, search.search.mode == "min") if search is not None else None
+            summary = _summarize(parent, pipeline, children, outcomes, self.echo, compared)
             if search is not None:
                 _record_search(parent, search.search, outcomes, self.echo)
         except BaseException as error:
@@ -216,7 +238,7 @@ class _Driver:
         failed = [o for o in outcomes if o.status == "FAILED"]
         parent.end("FAILED" if failed else "FINISHED",
                    f"{len(failed)} of {len(outcomes)} runs failed" if failed else None)
-        return PipelineResult(parent.run_id, parent.experiment_id, outcomes)
+        return PipelineResult(parent.run_id, parent.experiment_id, outcomes, self.uri, summary)
 
     def _loop(self) -> None:
         """Keep the executor busy: submit jobs while there are free slots, then take what ends."""
@@ -288,6 +310,7 @@ class _Driver:
         if self.executor.name == "serial":
             cpus = self.executor.cpus
         self.varied[index] = dict(child.varied)
+        self.children[index] = child
         return Job(index, child.name, child.spec, list(child.overrides), run_id, self.uri, cpus, gpus, trial)
 
     def _refused(self, index: int, number: int, values: dict[str, Any], error: SpecError) -> None:
@@ -354,7 +377,8 @@ def _value_text(value: Any) -> str:
 
 
 def _record_search(parent, search, outcomes: list[ChildOutcome], echo) -> None:
-    """The search's result on the parent run: the best trial, its values and its metric."""
+    """The search's result on the parent run: the best trial and its values, and how many trials
+    finished, stopped early or failed (the best child's metrics are `_summarize`'s `best_*`)."""
     trials = [o for o in outcomes if o.trial is not None]
     finished = [o for o in trials if o.status == "FINISHED" and search.metric in o.metrics]
     metrics = {"trials_finished": float(len(finished)),
@@ -365,7 +389,6 @@ def _record_search(parent, search, outcomes: list[ChildOutcome], echo) -> None:
         best = min(finished, key=lambda o: sign * o.metrics[search.metric])
         parent.set_tags({"rnnflow.search.best_run_id": best.run_id, "rnnflow.search.best_trial": best.name})
         parent.log_params({f"best.{key}": _value_text(value) for key, value in best.varied.items()})
-        metrics[f"best_{search.metric}"] = float(best.metrics[search.metric])
         values = ", ".join(f"{k}={_value_text(v)}" for k, v in best.varied.items())
         echo(f"best trial: {best.name}, {search.metric} {best.metrics[search.metric]:.5g} ({values})")
     else:
@@ -373,54 +396,190 @@ def _record_search(parent, search, outcomes: list[ChildOutcome], echo) -> None:
     parent.log_metrics(metrics)
 
 
-def summary_rows(outcomes: list[ChildOutcome]) -> tuple[list[str], list[list[Any]]]:
-    """The summary table: one row per child with its final metrics."""
+def varying_settings(children: list[Child]) -> dict[str, dict[str, str]]:
+    """The settings that define each child: {child name: {param key: value}}.
+
+    The params (flattened keys, as logged) set by the pipeline's grids and overrides whose values
+    differ between the children, grid keys first. Params that differ only
+    as a consequence (a cell type's own defaults, e.g. forget_bias of an lstm) are left out.
+    """
+    from rnnflow.spec.keypath import parse_path
+    from rnnflow.store import is_setting
+    from rnnflow.tracking import flatten
+
+    params = [{k: v for k, v in flatten(c.spec.resolved()).items() if is_setting(k)} for c in children]
+    keys = list(dict.fromkeys(k for p in params for k in p))
+    differing = {k for k in keys if len({p.get(k) for p in params}) > 1}
+    chosen: list[str] = []
+    grids = [k for c in children for k in c.varied]  # a grid's keys first: they are what it compares
+    for text in dict.fromkeys([*grids, *(o.split("=", 1)[0] for c in children for o in c.overrides)]):
+        try:
+            prefix = ".".join(str(part) for part in parse_path(text))
+        except ValueError:
+            continue
+        chosen += [k for k in keys if k in differing and k not in chosen
+                   and (k == prefix or k.startswith(prefix + "."))]
+    return {c.name: {k: p.get(k, "") for k in chosen} for c, p in zip(children, params)}
+
+
+def _setting_keys(settings: dict[str, dict[str, str]]) -> list[str]:
+    return list(next(iter(settings.values()), {}))  # every child has the same keys
+
+
+def summary_rows(outcomes: list[ChildOutcome], settings: dict[str, dict[str, str]] | None = None
+                 ) -> tuple[list[str], list[list[Any]]]:
+    """The summary table: one row per child with the settings that vary and its final metrics."""
+    settings = settings or {}
+    varying = _setting_keys(settings)
     metric_names = sorted({k for o in outcomes for k in o.metrics if k.startswith(("train_", "val_", "test_"))
                            and k != "train_seconds"})
-    header = ["run", "status", *metric_names, "ms_per_iteration", "run_id"]
-    rows = [[o.name, o.status, *[o.metrics.get(m, "") for m in metric_names],
-             o.metrics.get("ms_per_iteration", ""), o.run_id or ""] for o in outcomes]
+    header = ["run", "status", *varying, *metric_names, "ms_per_iteration", "run_id"]
+    rows = [[o.name, o.status, *[settings.get(o.name, {}).get(k, "") for k in varying],
+             *[o.metrics.get(m, "") for m in metric_names], o.metrics.get("ms_per_iteration", ""), o.run_id or ""]
+            for o in outcomes]
     return header, rows
+
+
+def _cell(value: Any) -> str:
+    # One line per row: a value with line breaks (a folded `description: >`) would break the table.
+    return f"{value:.5g}" if isinstance(value, float) else " ".join(str(value).split())
 
 
 def format_table(header: list[str], rows: list[list[Any]]) -> str:
     """Rows as an aligned text table."""
-    def cell(value: Any) -> str:
-        # One line per row: a value with line breaks (a folded `description: >`) would break the table.
-        return f"{value:.5g}" if isinstance(value, float) else " ".join(str(value).split())
-
-    cells = [[cell(v) for v in row] for row in rows]
+    cells = [[_cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
 
 
-def _summarize(parent, outcomes: list[ChildOutcome], echo) -> None:
+# The saved view's columns: at most this many settings, and this many metrics.
+_VIEW_SETTINGS = 8
+_VIEW_METRICS = 6
+
+
+def _summarize(parent, pipeline: Pipeline, children: list[Child], outcomes: list[ChildOutcome], echo,
+               compared: tuple[str, bool] | None = None) -> Summary:
+    """Record on the parent run how the children compare, so MLflow's own views show it.
+
+    The parent gets: summary.csv and summary.json (a table in the UI's Artifacts tab); the best
+    child's final metrics as `best_<metric>` and its name as the tag rnnflow.best_child; a Markdown
+    summary as its Description; the overlay plots as artifacts and as image charts (shown in the
+    runs page's chart view without expanding the parent). The experiment gets a saved view of the
+    children (see rnnflow.ui). Every executor of a pipeline ends with this. `compared` is (metric,
+    whether smaller is better) when a search says how to compare; by default val_loss, else test_loss.
+    """
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from rnnflow import plots
+    from rnnflow.compare import default_metric, higher_is_better
 
-    header, rows = summary_rows(outcomes)
-    echo(format_table(header, rows))
+    echo(format_table(*summary_rows(outcomes)))
+    settings = varying_settings(children)
+    varying = _setting_keys(settings)
+    header, rows = summary_rows(outcomes, settings)
     client = MlflowClient()
+    finished = [o for o in outcomes if o.status == "FINISHED" and o.run_id]
+    if compared is not None:
+        metric, ascending = compared
+    else:
+        metric = default_metric({k for o in finished for k in o.metrics})
+        ascending = metric is None or not higher_is_better(metric)
+    sign = 1.0 if ascending else -1.0
+    ranked = sorted(finished, key=lambda o: (metric not in o.metrics, sign * o.metrics.get(metric or "", 0.0)))
+    best = ranked[0] if ranked and metric in ranked[0].metrics else None
+    metrics = {"runs_finished": float(len(finished)),
+               "runs_failed": float(sum(o.status == "FAILED" for o in outcomes)),
+               "runs_stopped": float(sum(o.stopped_by is not None for o in outcomes))}
+    tags = {"mlflow.note.content": _note(pipeline, header, rows, metric, best)}
+    if best is not None:
+        metrics.update({f"best_{k}": v for k, v in best.metrics.items() if k.startswith(("val_", "test_"))})
+        tags.update({"rnnflow.best_child": best.name, "rnnflow.best_run_id": best.run_id or "",
+                     "rnnflow.compared_by": metric or ""})
     with tempfile.TemporaryDirectory(prefix="rnnflow-pipeline-") as tmp:
         folder = Path(tmp)
         with open(folder / "summary.csv", "w", newline="") as handle:
             csv.writer(handle).writerows([header, *rows])
         parent.log_artifact(folder / "summary.csv")
-        finished = [o for o in outcomes if o.status == "FINISHED" and o.run_id]
+        client.log_table(parent.run_id, {h: [None if row[i] == "" else row[i] for row in rows]
+                                         for i, h in enumerate(header)}, "summary.json")
         curves = {o.name: [(m.step, m.value) for m in client.get_metric_history(o.run_id, "loss")]
                   for o in finished}
+        figures = []
         if any(curves.values()):
-            parent.log_artifact(plots.loss_curve(curves, folder / "loss_curves.png", title="training loss of each run"))
+            figures.append(plots.loss_curve(curves, folder / "loss_curves.png", title="training loss of each run"))
         overlay = _forecast_overlay(client, finished, folder)
         if overlay is not None:
-            parent.log_artifact(plots.overlay_forecasts(*overlay, folder / "forecasts.png"))
-        metrics = {"runs_finished": float(len(finished)),
-                   "runs_failed": float(sum(o.status == "FAILED" for o in outcomes)),
-                   "runs_stopped": float(sum(o.stopped_by is not None for o in outcomes))}
-        parent.log_metrics(metrics)
+            figures.append(plots.overlay_forecasts(*overlay, folder / "forecasts.png"))
+        for figure in figures:
+            parent.log_artifact(figure)
+            _log_image(client, parent.run_id, figure)
+    parent.log_metrics(metrics)
+    for key, value in tags.items():
+        client.set_tag(parent.run_id, key, value)
+    _log_varied(client, finished, settings)
+    view_metrics = [metric] if metric else []
+    view_metrics += sorted({k for o in finished for k in o.metrics if k.startswith(("val_", "test_"))} - {metric})
+    view = None
+    try:
+        from rnnflow import ui
+
+        view = ui.save_pipeline_view(
+            client, parent.experiment_id, parent.run_id, f"{pipeline.name} ({parent.run_id[:8]})",
+            varying[:_VIEW_SETTINGS], view_metrics[:_VIEW_METRICS], metric, ascending)
+    except MlflowException as error:  # e.g. no permission to tag the experiment: the links say the rest
+        log.warning("could not save the view of the children on the experiment: %s", error.message)
+    return Summary(metric, ascending, [o.run_id for o in ranked], view)
+
+
+def _log_varied(client, finished: list[ChildOutcome], settings: dict[str, dict[str, str]]) -> None:
+    """Log the settings that define each finished child again, under VARIED_PREFIX (see there)."""
+    from mlflow.entities import Param
+
+    from rnnflow.store import VARIED_PREFIX
+
+    for outcome in finished:
+        params = [Param(VARIED_PREFIX + k, v) for k, v in settings.get(outcome.name, {}).items()
+                  if v != "" and len(VARIED_PREFIX + k) <= _MAX_KEY]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
+            client.log_batch(outcome.run_id, params=params[start : start + 100])
+
+
+# MLflow's limits: a param key, and a tag value (the Description).
+_MAX_KEY = 250
+_MAX_NOTE = 8000
+
+
+def _note(pipeline: Pipeline, header: list[str], rows: list[list[Any]], metric: str | None,
+          best: ChildOutcome | None) -> str:
+    """The parent run's Description: the pipeline, then the summary as a Markdown table."""
+    def line(values: list[Any]) -> str:
+        return "| " + " | ".join(_cell(values[i]).replace("|", "\\|") for i in keep) + " |"
+
+    keep = [i for i, h in enumerate(header) if h != "run_id"]
+    about = _cell(pipeline.description)
+    about = about if len(about) <= 1000 else about[:997] + "..."
+    lines = [f"**{pipeline.name}**" + (f": {about}" if about else ""), ""]
+    if best is not None:
+        lines += [f"Best by {metric}: **{_cell(best.name)}** ({best.metrics[metric]:.5g}).", ""]
+    lines += [line(header), "|" + "---|" * len(keep)]
+    for shown, row in enumerate(rows):
+        text = line(row)
+        if sum(len(x) + 1 for x in lines) + len(text) > _MAX_NOTE - 100:
+            lines += ["", f"... and {len(rows) - shown} more runs: see summary.json in Artifacts."]
+            break
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def _log_image(client, run_id: str, path: Path) -> None:
+    """A figure as an MLflow image (keyed by its name): the runs page charts it beside the metrics."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        client.log_image(run_id, image.convert("RGB"), key=path.stem, step=0)
 
 
 def _forecast_overlay(client, finished: list[ChildOutcome], folder: Path):

@@ -285,11 +285,15 @@ class _Run:
                        parent_run_id=self.parent_run_id, resume_run_id=self.resume, run_id=self.run_id)
 
     def _log_spec(self, tracker) -> None:
+        from rnnflow.store import is_setting
         from rnnflow.tracking import flatten
 
         spec = self.spec
         resolved = spec.resolved()
-        tracker.log_params(flatten(resolved))
+        tracker.log_params({k: v for k, v in flatten(resolved).items() if is_setting(k)})
+        if spec.description.strip():
+            # The run's Description in the UI (a tag: at most 8000 characters).
+            tracker.set_tags({"mlflow.note.content": spec.description[:8000]})
         if spec.document is not None and spec.document.text:
             name = spec.document.path.name if spec.document.path is not None else "spec.yaml"
             tracker.log_text(spec.document.text, f"spec/{_safe_file_name(name)}")

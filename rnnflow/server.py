@@ -54,6 +54,29 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         pass
 
 
+def _only_leader_left(pgid: int) -> bool:
+    """Whether the group's leader is its only live process (Linux /proc; elsewhere: never known)."""
+    members = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != b"Z":
+            if int(entry) != pgid:
+                return False
+            members += 1
+    return members == 1
+
+
 class MlflowServer:
     """`mlflow server` on `host:port` for a backend store; a context manager that always stops it.
 
@@ -123,7 +146,11 @@ class MlflowServer:
         return self.process.wait()
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop the whole process group: SIGTERM, then SIGKILL what is left after `grace` seconds."""
+        """Stop the whole process group: SIGTERM, then SIGKILL what is left after `grace` seconds.
+
+        Once the workers have exited, the `mlflow` command that waited for them has nothing left
+        to do but its final garbage collection (about 3 s here): it is killed then.
+        """
         process, self.process = self.process, None
         if process is None:
             return
@@ -139,6 +166,8 @@ class MlflowServer:
                     os.killpg(process.pid, 0)  # anyone left in the group?
                 except ProcessLookupError:
                     break
+                if sig == signal.SIGTERM and _only_leader_left(process.pid):
+                    deadline = 0.0  # on to SIGKILL
                 time.sleep(0.1)
             else:
                 continue

@@ -71,6 +71,26 @@ def absolute_uri(uri: str) -> str:
 
 SPEC_DIR_TAG = "rnnflow.spec_dir"
 
+# Keys of a resolved spec that say how a run is recorded, not what it computes. They are the run's
+# own name, Description (`mlflow.note.content`), experiment, store and tags, not params: as params
+# they would differ between the runs of every comparison and take the places MLflow's compare page
+# gives to the params that differ.
+RECORD_KEYS = ("description", "tracking.run_name", "tracking.experiment", "tracking.tracking_uri",
+               "tracking.tags")
+
+
+# MLflow's compare page plots the first three params that differ between the runs, in sorted
+# order; a cell type's own defaults (forget_bias, reset_after...) come before `model.cells.0.type`.
+# The settings that define each child of a pipeline are therefore also logged under this prefix,
+# which sorts before every spec key (upper case).
+VARIED_PREFIX = "Varied/"
+
+
+def is_setting(param: str) -> bool:
+    """Whether a param is a setting of the experiment under its spec key (`model.cells.0.units`)."""
+    return not param.startswith(VARIED_PREFIX) and not any(
+        param == key or param.startswith(key + ".") for key in RECORD_KEYS)
+
 
 def spec_of_run(run_id: str, client=None):
     """The resolved spec a run was recorded with, its relative paths resolving as they did then.

@@ -42,6 +42,14 @@ def mlflow_store(tmp_path_factory) -> str:
         os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+def mlflow_server_in(folder: Path, port: int | None = None):
+    """An (unstarted) MLflow tracking server on loopback with its SQLite store, artifacts and log in `folder`."""
+    from rnnflow.server import MlflowServer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", port=port, log=folder / "server.log")
+
+
 @pytest.fixture
 def mlflow_servers(tmp_path):
     """Start real MLflow tracking servers on loopback, on free ports: `start(store_dir=None)`.
@@ -49,15 +57,10 @@ def mlflow_servers(tmp_path):
     Each has its own SQLite store and artifact folder under tmp_path (or `store_dir`, to restart
     a server on the same store); every one is stopped when the test ends, however it ends.
     """
-    from rnnflow.server import MlflowServer
+    started: list = []
 
-    started: list[MlflowServer] = []
-
-    def start(store_dir: Path | None = None, port: int | None = None) -> MlflowServer:
-        folder = store_dir or tmp_path / f"server{len(started)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        server = MlflowServer(f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts", port=port,
-                              log=folder / "server.log")
+    def start(store_dir: Path | None = None, port: int | None = None):
+        server = mlflow_server_in(store_dir or tmp_path / f"server{len(started)}", port)
         started.append(server)
         return server.start()
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -117,17 +114,22 @@ def run_two_children_and_a_failure(tmp_path: Path, experiment: str):
     return CliRunner().invoke(main, ["pipeline", "run", str(path), "-q"])
 
 
-def check_pipeline_runs(client, output: str, experiment: str) -> None:
+def check_pipeline_runs(client, output: str, experiment: str, base: str = "http://127.0.0.1:5000") -> None:
     parent_id = output.split("parent run id: ")[1].split()[0]
     parent = client.get_run(parent_id)
+    eid = parent.info.experiment_id
     assert parent.info.status == "FAILED"  # one child failed
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    children = client.search_runs([eid], f"tags.mlflow.parentRunId = '{parent_id}'")
     by_name = {r.info.run_name: r for r in children}
     assert set(by_name) == {"gru_forecast[type=rnn]", "gru_forecast[type=gru]", "broken", "nodata"}
     for name in ("gru_forecast[type=rnn]", "gru_forecast[type=gru]"):
         child = by_name[name]
         assert child.info.status == "FINISHED"
-        assert child.data.params["model.cells.0.type"] == name.split("=")[1].rstrip("]")
+        cell = name.split("=")[1].rstrip("]")
+        assert child.data.params["model.cells.0.type"] == cell
+        # What defines the child, under a name MLflow's compare page sorts first.
+        assert child.data.params["Varied/model.cells.0.type"] == cell
+        assert not {"description", "tracking.run_name", "tracking.experiment"} & set(child.data.params)
         assert "model.cells[0].type=" in child.data.tags["rnnflow.overrides"]
         assert child.data.tags["rnnflow.grid.model.cells[0].type"] in ("rnn", "gru")
         assert "test_loss" in child.data.metrics
@@ -137,9 +139,43 @@ def check_pipeline_runs(client, output: str, experiment: str) -> None:
     assert by_name["nodata"].info.status == "FAILED"
     assert "no-such-mnist.npz" in by_name["nodata"].data.tags["rnnflow.error"]
     parent_artifacts = {a.path for a in client.list_artifacts(parent_id)}
-    assert {"summary.csv", "loss_curves.png", "forecasts.png", "pipeline"} <= parent_artifacts
+    assert {"summary.csv", "summary.json", "loss_curves.png", "forecasts.png", "pipeline", "images"} <= parent_artifacts
+    images = {a.path.split("/")[1].split("+")[0] for a in client.list_artifacts(parent_id, "images")}
+    assert images == {"loss_curves", "forecasts"}  # image charts of the parent in the runs page
     assert parent.data.metrics["runs_failed"] == 2 and parent.data.metrics["runs_finished"] == 2
     assert client.get_experiment_by_name(experiment) is not None
+
+    # The parent says which child is best (by test_loss: these children have no validation split).
+    finished = [by_name[n] for n in ("gru_forecast[type=rnn]", "gru_forecast[type=gru]")]
+    best = min(finished, key=lambda r: r.data.metrics["test_loss"])
+    assert parent.data.tags["rnnflow.best_child"] == best.info.run_name
+    assert parent.data.tags["rnnflow.best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_test_loss"] == best.data.metrics["test_loss"]
+    assert not any(k.startswith("best_train") for k in parent.data.metrics)
+    note = parent.data.tags["mlflow.note.content"]  # the parent's Description: a Markdown table
+    assert f"Best by test_loss: **{best.info.run_name}**" in note
+    assert "| run | status | model.cells.0.type |" in note
+    assert all(f"| {name} |" in note for name in by_name)
+    table = json.loads(Path(client.download_artifacts(parent_id, "summary.json")).read_text())
+    assert table["columns"][:3] == ["run", "status", "model.cells.0.type"]
+    assert sorted(row[0] for row in table["data"]) == sorted(by_name)
+
+    # The saved view of the children: sorted by test_loss, the varying settings and metrics as columns.
+    view = json.loads(client.get_experiment(eid).tags[f"mlflow.sharedViewState.rnnflow-{parent_id}"])
+    state = json.loads(view["state"])
+    assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`test_loss`", True)
+    assert state["selectedColumns"][0] == "params.`model.cells.0.type`"
+    assert "metrics.`test_loss`" in state["selectedColumns"]
+    assert not any("tracking" in c or "description" in c for c in state["selectedColumns"])
+    # The links printed: the saved view, its charts, and the compare page of the finished children.
+    ranked = [r.info.run_id for r in sorted(finished, key=lambda r: r.data.metrics["test_loss"])]
+    runs = f"{base}/#/experiments/{eid}/runs?workflowType=machine_learning&viewStateShareKey=rnnflow-{parent_id}"
+    assert f"  side by side:  {runs}\n" in output
+    assert f"  loss curves:   {runs}&compareRunsMode=CHART\n" in output
+    compare = (f"{base}/#/compare-runs?runs=%5B%22{ranked[0]}%22%2C%22{ranked[1]}%22%5D"
+               f"&experiments=%5B%22{eid}%22%5D&workflowType=machine_learning")
+    assert f"  compare page:  {compare}\n" in output
 
 
 def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_store, client):
@@ -148,6 +184,7 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     assert "2 of 4 run(s) failed" in result.output
     assert "FAILED: " in result.output
     check_pipeline_runs(client, result.output, "exp-two")
+    assert "see them in the MLflow UI (start it with: rnnflow ui):\n" in result.output
 
     parent_id = result.output.split("parent run id: ")[1].split()[0]
     table = CliRunner().invoke(main, ["compare", "--parent", parent_id])
@@ -159,6 +196,7 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     finished = [r for r in as_json if r["status"] == "FINISHED"]
     assert [r["test_loss"] for r in finished] == sorted(r["test_loss"] for r in finished)
     assert "model.cells.0.type" in as_json[0]  # differs between the children
+    assert not any(k.startswith("Varied/") for k in as_json[0])  # the same setting, logged again for MLflow
     assert "seed" not in as_json[0] and "description" not in as_json[0]  # the same, or not a setting
     assert "learning_rate" not in " ".join(as_json[0])  # equal everywhere: not a differing param
     csv_out = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "csv"]).output
@@ -174,28 +212,11 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1 with a SQLite store and an artifact folder in tmp_path."""
+def mlflow_server(mlflow_servers, tmp_path):
+    """A real `mlflow server` on 127.0.0.1 (artifacts in tmp_path/server0/artifacts), the tracking URI meanwhile."""
     import mlflow
 
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"]
-    log = open(tmp_path / "server.log", "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                break
-        except OSError:
-            if process.poll() is not None or time.time() > deadline:
-                process.kill()
-                raise RuntimeError("mlflow server did not start:\n" + (tmp_path / "server.log").read_text())
-            time.sleep(0.5)
+    url = mlflow_servers(tmp_path / "server0").url
     previous = mlflow.get_tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = url
     mlflow.set_tracking_uri(url)
@@ -204,12 +225,6 @@ def mlflow_server(tmp_path):
     finally:
         mlflow.set_tracking_uri(previous)
         os.environ["MLFLOW_TRACKING_URI"] = previous
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def test_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server):
@@ -218,9 +233,10 @@ def test_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server):
     result = run_two_children_and_a_failure(tmp_path, "exp-server")
     assert result.exit_code == 1, result.output
     client = MlflowClient(mlflow_server)
-    check_pipeline_runs(client, result.output, "exp-server")
+    check_pipeline_runs(client, result.output, "exp-server", base=mlflow_server)
+    assert f"see them in the MLflow UI:\n" in result.output  # a server has its UI: nothing to start
     # The artifacts really went through the server into its artifact folder.
-    stored = list((tmp_path / "artifacts").rglob("predictions.csv"))
+    stored = list((tmp_path / "server0" / "artifacts").rglob("predictions.csv"))
     assert len(stored) >= 2
 
 
@@ -238,35 +254,6 @@ def test_unreachable_server_fails_fast_before_training(tmp_path, mlflow_store):
         assert "Traceback" not in result.output
     finally:
         mlflow.set_tracking_uri(previous)
-
-
-def test_ui_serves_the_store_rnnflow_logs_to(tmp_path, mlflow_store, client):
-    """`rnnflow ui` prints its URL and serves the same store (our experiments are listed there)."""
-    import json as _json
-    import signal
-
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "rnnflow", "ui", "--port", str(port)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
-    try:
-        first = process.stdout.readline()
-        assert f"http://127.0.0.1:{port}" in first and mlflow_store in first
-        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1000"
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    names = {e["name"] for e in _json.load(response)["experiments"]}
-                break
-            except OSError:
-                assert process.poll() is None and time.time() < deadline, "the UI did not start"
-                time.sleep(0.5)
-        ours = {e.name for e in client.search_experiments()}
-        assert names == ours
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def test_ctrl_c_stops_the_whole_pipeline(tmp_path, mlflow_store, client, monkeypatch):

@@ -69,13 +69,22 @@ def test_same_seed_same_metrics(run_spec):
     assert third.metrics["train_loss"] != first.metrics["train_loss"]
 
 
-def test_run_cli_prints_run_id_and_ui_hint(mlflow_store, client):
+def test_run_cli_prints_run_id_and_its_link(mlflow_store, client):
+    from rnnflow.spec import load_spec
+
     path = next(p for p in SPECS if p.stem == "gru_forecast")
     result = CliRunner().invoke(main, ["run", str(path), "-q", *[f"--set={o}" for o in shrink(path)]])
     assert result.exit_code == 0, result.output
     run_id = result.output.split("run id: ")[1].split()[0]
-    assert client.get_run(run_id).info.status == "FINISHED"
-    assert "rnnflow ui" in result.output
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    # A local store: the link is where `rnnflow ui` serves, on the run's own page.
+    link = f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    assert f"(start it with: rnnflow ui): {link}" in result.output
+    # How the run is recorded is not a param (the compare page would show it as a difference).
+    assert not {"description", "tracking.run_name", "tracking.experiment"} & set(run.data.params)
+    assert run.data.params["model.cells.0.units"] and run.info.run_name == "gru_forecast"
+    assert run.data.tags["mlflow.note.content"] == load_spec(path).description  # the run's Description
 
 
 def test_run_cli_bad_override_exits_2(mlflow_store):
