@@ -71,11 +71,16 @@ def measure(variant: str, iterations: int) -> dict:
 
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("bench")
-        runs = client.search_runs([experiment.experiment_id], "tags.`rnnflow.role` != 'pipeline'")
-        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        children = [r for r in client.search_runs([experiment.experiment_id])
+                    if "mlflow.parentRunId" in r.data.tags]
+        if len(children) != len(RATES) or any(r.info.status != "FINISHED" for r in children):
+            raise SystemExit(f"{variant}: expected {len(RATES)} FINISHED children, got "
+                             f"{[(r.info.run_name, r.info.status) for r in children]}")
         metrics = {r.info.run_name: {k: v for k, v in r.data.metrics.items() if k.startswith(COMPARED)
                                      and k != "train_seconds"} for r in children}
-        training = {r.info.run_name: r.data.metrics.get("train_seconds") for r in children}
+        training = {r.info.run_name: {k: r.data.metrics.get(k) for k in ("train_seconds", "ms_per_iteration",
+                                                                           "first_call_seconds")}
+                    for r in children}
     return {"variant": variant, "seconds": seconds, "load_before": load, "metrics": metrics,
             "train_seconds": training}
 

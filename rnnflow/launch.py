@@ -93,18 +93,11 @@ def launch(spec_file: Path, overrides: tuple[str, ...], workers: int, *, quiet: 
 def _create_run(uri: str, spec, workers: int) -> str:
     from mlflow.tracking import MlflowClient
 
-    from rnnflow.errors import TrackingError
+    from rnnflow.store import RecordedRun
 
-    client = MlflowClient(uri)
-    try:
-        experiment = client.get_experiment_by_name(spec.tracking.experiment)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(spec.tracking.experiment)
-        run = client.create_run(experiment_id, run_name=spec.tracking.run_name or spec.name,
-                                tags={"rnnflow.launcher": "rnnflow run --workers", "rnnflow.workers": str(workers)})
-    except Exception as error:  # noqa: BLE001 - the store refuses: nothing has run yet
-        raise TrackingError(f"cannot use the tracking store {uri}: {error}") from None
-    client.update_run(run.info.run_id, status="SCHEDULED")
-    return run.info.run_id
+    return RecordedRun.create(MlflowClient(uri), spec.tracking.experiment, spec.tracking.run_name or spec.name,
+                              {"rnnflow.launcher": "rnnflow run --workers", "rnnflow.workers": str(workers)},
+                              scheduled=True).run_id
 
 
 class _Launch:
@@ -118,7 +111,10 @@ class _Launch:
     def run(self):
         from mlflow.tracking import MlflowClient
 
+        from rnnflow.store import RecordedRun
+
         client = MlflowClient(self.uri)
+        record = RecordedRun(client, self.run_id, "")
         with tempfile.TemporaryDirectory(prefix="rnnflow-workers-") as tmp:
             status, reason = "FAILED", None
             try:
@@ -134,7 +130,7 @@ class _Launch:
                 self._stop(signal.SIGINT)
             finally:
                 self._stop(signal.SIGTERM)
-                final = _end_run(client, self.run_id, status, reason)
+                final = record.end(status, reason)
         if status == "KILLED":
             raise LaunchInterrupted(f"interrupted; run {self.run_id} recorded {final}")
         if reason is not None:
@@ -199,14 +195,3 @@ class _Launch:
     def _tail(self, index: int, lines: int = 15) -> str:
         text = self.logs[index].read_text(errors="replace").splitlines()
         return "\n".join(line for line in text[-lines:])
-
-
-def _end_run(client, run_id: str, status: str, reason: str | None) -> str:
-    """End the run unless the chief did; returns its final status."""
-    run = client.get_run(run_id)
-    if run.info.status in ("FINISHED", "FAILED", "KILLED"):
-        return run.info.status
-    if reason:
-        client.set_tag(run_id, "rnnflow.error", reason[:5000])
-    client.set_terminated(run_id, status)
-    return status

@@ -127,18 +127,20 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
         PipelineInterrupted: Ctrl-C stopped a pipeline on Ray; the children that were running or
             waiting, and the parent, are recorded KILLED.
     """
+    # The driver itself never imports TensorFlow (only serial children do): on Ray that is seconds
+    # and a gigabyte saved.
     from rnnflow import search as searching
-    from rnnflow import tracking
     from rnnflow.executors import make_executor
-    from rnnflow.store import absolute_uri
+    from rnnflow.store import absolute_uri, check_reachable, tracking_uri
 
     pipeline_plan = load_plan(path, overrides)
-    uri = absolute_uri(tracking.tracking_uri(pipeline_plan.pipeline.tracking_uri))
-    tracking.check_reachable(uri)
+    uri = absolute_uri(tracking_uri(pipeline_plan.pipeline.tracking_uri))
+    check_reachable(uri)
     if pipeline_plan.search is not None:
         searching.check_available()
     cpus = _serial_cpus(pipeline_plan) if executor == "serial" else None
-    with make_executor(executor, address=address, max_parallel=max_parallel, cpus=cpus) as runner:
+    ray_cpus = {c for c, _ in _sizes(pipeline_plan)}
+    with make_executor(executor, address=address, max_parallel=max_parallel, cpus=cpus, ray_cpus=ray_cpus) as runner:
         return _Driver(pipeline_plan, Path(path), uri, runner, echo, quiet).run()
 
 
@@ -156,6 +158,16 @@ def _serial_cpus(pipeline_plan: PipelinePlan) -> int | None:
                            f"setting, but the runs ask for {' and '.join(map(str, sorted(given)))} CPUs "
                            "(resources.cpus): make them the same, or use --executor ray")
     return given.pop() if given else None
+
+
+def _sizes(pipeline_plan: PipelinePlan) -> list[tuple[int, float]]:
+    """(cpus, gpus) of every entry's runs (children and trials) on Ray."""
+    sizes = [_resources(c) for c in pipeline_plan.children]
+    if pipeline_plan.search is not None:
+        pipeline = pipeline_plan.pipeline
+        resources = pipeline.runs[pipeline_plan.search.entry].resources or pipeline.resources
+        sizes.append((resources.cpus, float(resources.gpus)) if resources else (1, 0.0))
+    return sizes
 
 
 def _resources(child: Child) -> tuple[int, float]:
@@ -181,7 +193,7 @@ class _Driver:
         self.client = MlflowClient(uri)
         self.parent = None
         self.outcomes: dict[int, ChildOutcome] = {}
-        self.open_runs: dict[str, str] = {}  # run id -> child name, for runs that have not ended
+        self.open_runs: dict[str, Any] = {}  # run id -> the RecordedRun of a child that may not have ended
         self.inflight: dict[Any, Any] = {}
         self.queue: list[Any] = []
         self.study = None
@@ -194,7 +206,7 @@ class _Driver:
     def run(self) -> PipelineResult:
         from rnnflow import __version__
         from rnnflow.runner import RunInterrupted
-        from rnnflow.tracking import Tracker
+        from rnnflow.store import RecordedRun
 
         pipeline, search = self.pipeline, self.plan.search
         tags = {"rnnflow.version": __version__, "rnnflow.role": "pipeline", "rnnflow.pipeline": pipeline.name,
@@ -204,18 +216,21 @@ class _Driver:
             tags.update({"rnnflow.search.metric": spec.metric, "rnnflow.search.mode": spec.mode,
                          "rnnflow.search.algorithm": spec.algorithm,
                          "rnnflow.search.scheduler": spec.scheduler.type if spec.scheduler else "none"})
-        self.parent = parent = Tracker(pipeline.experiment, pipeline.name, tags)
+        self.parent = parent = RecordedRun.create(self.client, pipeline.experiment, pipeline.name, tags)
         try:
             parent.log_params({"pipeline.name": pipeline.name, "pipeline.children": str(self.plan.total)})
             if search is not None:
                 parent.log_params({"search.num_samples": str(search.search.num_samples),
                                    "search.seed": str(search.search.seed)})
+            sizes = _sizes(self.plan)
+            slots = self.executor.slots(min(c for c, _ in sizes), min(g for _, g in sizes)) if sizes else 1
+            self.executor.warm_up(min(slots, self.plan.total))
             parent.log_artifact(self.path, "pipeline")
             # Every run of the pipeline is in MLflow from the start: SCHEDULED until it starts.
             self.queue = [self._job(i, child) for i, child in enumerate(self.plan.children)]
             if search is not None:
                 self.study = self.executor.study(search.search)
-            self._loop()
+            self._loop(slots)
             outcomes = [self.outcomes[i] for i in sorted(self.outcomes)]
             children = [self.children[i] for i in sorted(self.children)]
             compared = (search.search.metric, search.search.mode == "min") if search is not None else None
@@ -240,14 +255,8 @@ class _Driver:
                    f"{len(failed)} of {len(outcomes)} runs failed" if failed else None)
         return PipelineResult(parent.run_id, parent.experiment_id, outcomes, self.uri, summary)
 
-    def _loop(self) -> None:
+    def _loop(self, slots: int) -> None:
         """Keep the executor busy: submit jobs while there are free slots, then take what ends."""
-        sizes = [_resources(c) for c in self.plan.children]
-        if self.plan.search is not None:
-            entry = self.pipeline.runs[self.plan.search.entry]
-            resources = entry.resources or self.pipeline.resources
-            sizes.append((resources.cpus, float(resources.gpus)) if resources else (1, 0.0))
-        slots = self.executor.slots(min(c for c, _ in sizes), min(g for _, g in sizes)) if sizes else 1
         while True:
             while len(self.inflight) < slots:
                 job = self._next_job()
@@ -295,10 +304,11 @@ class _Driver:
         return tags
 
     def _create_run(self, name: str, tags: dict[str, str]) -> str:
-        run = self.client.create_run(self.parent.experiment_id, run_name=name, tags=tags)
-        self.client.update_run(run.info.run_id, status="SCHEDULED")
-        self.open_runs[run.info.run_id] = name
-        return run.info.run_id
+        from rnnflow.store import RecordedRun
+
+        run = RecordedRun.create(self.client, self.pipeline.experiment, name, tags, scheduled=True)
+        self.open_runs[run.run_id] = run
+        return run.run_id
 
     def _job(self, index: int, child: Child, trial=None):
         from rnnflow.executors import Job
@@ -323,12 +333,7 @@ class _Driver:
 
     def _end_run(self, run_id: str, status: str, error: str | None = None) -> None:
         """End a child's run unless the child ended it itself."""
-        self.open_runs.pop(run_id, None)
-        if self.client.get_run(run_id).info.status in ("FINISHED", "FAILED", "KILLED"):
-            return
-        if error:
-            self.client.set_tag(run_id, "rnnflow.error", error[:5000])
-        self.client.set_terminated(run_id, status)
+        self.open_runs.pop(run_id).end(status, error)
 
     def _finish(self, job, outcome) -> None:
         """Record how a job ended: its run, its outcome, and its trial's result."""
@@ -404,8 +409,7 @@ def varying_settings(children: list[Child]) -> dict[str, dict[str, str]]:
     as a consequence (a cell type's own defaults, e.g. forget_bias of an lstm) are left out.
     """
     from rnnflow.spec.keypath import parse_path
-    from rnnflow.store import is_setting
-    from rnnflow.tracking import flatten
+    from rnnflow.store import flatten, is_setting
 
     params = [{k: v for k, v in flatten(c.spec.resolved()).items() if is_setting(k)} for c in children]
     keys = list(dict.fromkeys(k for p in params for k in p))

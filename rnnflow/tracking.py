@@ -7,7 +7,6 @@ logged into and left open.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,29 +15,9 @@ import rnnflow._tf  # noqa: F401  (quiet TensorFlow import)  # isort: skip
 import keras
 
 from rnnflow.errors import TrackingError
-from rnnflow.store import check_reachable, tracking_uri  # noqa: F401  (part of this module's API)
+from rnnflow.store import check_reachable, flatten, tracking_uri  # noqa: F401  (part of this module's API)
 
-PARAM_VALUE_LIMIT = 500
 MODEL_ARTIFACT = "model"
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Flatten nested data into MLflow params: {'model.cells.0.units': '100', ...}."""
-    out: dict[str, str] = {}
-    if isinstance(data, dict):
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
-        # Lists of sections (cells, wrappers, steps) get a param per key; arrays of numbers
-        # (inline data) stay one param.
-        for i, value in enumerate(data):
-            out.update(flatten(value, f"{prefix}.{i}"))
-    else:
-        text = json.dumps(data) if isinstance(data, (list, dict)) else ("null" if data is None else str(data))
-        if len(text) > PARAM_VALUE_LIMIT:
-            text = text[: PARAM_VALUE_LIMIT - 3] + "..."
-        out[prefix] = text
-    return out
 
 
 class MetricsLogger(keras.callbacks.Callback):
