@@ -51,6 +51,31 @@ def pipeline(folder: Path, iterations: int, pinned: bool) -> Path:
     return path
 
 
+def cores_available(seconds: float = 3.0) -> float:
+    """How many cores two busy processes get right now: their CPU seconds over the wall time.
+
+    The machine is shared; 2.0 means both cores are free for a pipeline's two parallel runs, 1.0
+    that other work takes one of them (and two runs in parallel then go no faster than one after
+    the other).
+    """
+    import multiprocessing
+
+    def spin(queue):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+        queue.put(time.process_time())
+
+    queue = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=spin, args=(queue,)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    used = sum(queue.get() for _ in workers)
+    for worker in workers:
+        worker.join()
+    return used / seconds
+
+
 def measure(variant: str, iterations: int) -> dict:
     """One pipeline run in its own process: wall time, per-run metrics, load average before."""
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
@@ -61,6 +86,7 @@ def measure(variant: str, iterations: int) -> dict:
         command = [sys.executable, "-m", "rnnflow", "pipeline", "run", str(path), "-q"]
         if variant == "ray":
             command += ["--executor", "ray"]
+        cores = cores_available()
         load = os.getloadavg()[0]
         started = time.perf_counter()
         done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
@@ -81,7 +107,7 @@ def measure(variant: str, iterations: int) -> dict:
         training = {r.info.run_name: {k: r.data.metrics.get(k) for k in ("train_seconds", "ms_per_iteration",
                                                                            "first_call_seconds")}
                     for r in children}
-    return {"variant": variant, "seconds": seconds, "load_before": load, "metrics": metrics,
+    return {"variant": variant, "seconds": seconds, "load_before": load, "cores_before": cores, "metrics": metrics,
             "train_seconds": training}
 
 
@@ -99,7 +125,8 @@ def main() -> None:
             record = measure(variant, args.iterations)
             record["rep"] = rep
             records.append(record)
-            print(f"rep {rep} {variant}: {record['seconds']:.1f} s (load {record['load_before']:.1f})", flush=True)
+            print(f"rep {rep} {variant}: {record['seconds']:.1f} s (load {record['load_before']:.1f}, "
+                  f"{record['cores_before']:.2f} cores free)", flush=True)
     summary = summarize(records, args)
     summary["started"] = started.strftime("%Y-%m-%d %H:%M UTC")
     summary["minutes"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60, 1)
@@ -130,6 +157,10 @@ def summarize(records: list[dict], args) -> dict:
         "ratio_vs_default_threads": {"median": statistics.median(ratios_default), "min": min(ratios_default),
                                      "max": max(ratios_default)},
         "identical_metrics": identical, "identical_to_default_threads": same_default,
+        "cores": {"median": statistics.median(r["cores_before"] for r in records),
+                  "min": min(r["cores_before"] for r in records), "max": max(r["cores_before"] for r in records)},
+        "ms_per_iteration": {v: statistics.median(t["ms_per_iteration"] for r in rs for t in r["train_seconds"].values())
+                             for v, rs in by.items()},
         "load": {"median": statistics.median(r["load_before"] for r in records),
                  "min": min(r["load_before"] for r in records), "max": max(r["load_before"] for r in records)},
         "passed": statistics.median(ratios) <= TARGET and identical,
@@ -139,22 +170,24 @@ def summarize(records: list[dict], args) -> dict:
 
 
 def report(summary: dict) -> str:
-    s, r = summary["seconds"], summary["ratio"]
+    s, r, ms = summary["seconds"], summary["ratio"], summary["ms_per_iteration"]
     verdict = "PASS" if summary["passed"] else "FAIL"
     lines = [
         f"Measured {summary.get('started', '')} on {os.cpu_count()} cores; rnnflow {summary['commit']}; "
         f"`python benchmarks/ray_pipeline.py --reps {summary['reps']} --iterations {summary['iterations']}`; "
         f"{summary.get('minutes', '?')} min. 1-minute load average before each process: median "
-        f"{summary['load']['median']:.1f} (min {summary['load']['min']:.1f}, max {summary['load']['max']:.1f}).",
+        f"{summary['load']['median']:.1f} (min {summary['load']['min']:.1f}, max {summary['load']['max']:.1f}); "
+        f"cores two busy processes got just before each (of 2): median {summary['cores']['median']:.2f} "
+        f"(min {summary['cores']['min']:.2f}, max {summary['cores']['max']:.2f}).",
         "",
-        "| pipeline (4 runs of sine_forecast, batch 1) | wall time, median (min–max) |",
-        "|---|---|",
+        "| pipeline (4 runs of sine_forecast, batch 1) | wall time, median (min–max) | ms per iteration of a run, median |",
+        "|---|---|---|",
         f"| serial, TensorFlow on 1 thread (`resources: {{cpus: 1}}`) | {s['serial']['median']:.1f} s "
-        f"({s['serial']['min']:.1f}–{s['serial']['max']:.1f}) |",
+        f"({s['serial']['min']:.1f}–{s['serial']['max']:.1f}) | {ms['serial']:.3f} |",
         f"| serial, TensorFlow's default threads | {s['serial_default']['median']:.1f} s "
-        f"({s['serial_default']['min']:.1f}–{s['serial_default']['max']:.1f}) |",
+        f"({s['serial_default']['min']:.1f}–{s['serial_default']['max']:.1f}) | {ms['serial_default']:.3f} |",
         f"| `--executor ray` (local cluster started and stopped by rnnflow, 2 runs at a time) | "
-        f"{s['ray']['median']:.1f} s ({s['ray']['min']:.1f}–{s['ray']['max']:.1f}) |",
+        f"{s['ray']['median']:.1f} s ({s['ray']['min']:.1f}–{s['ray']['max']:.1f}) | {ms['ray']:.3f} |",
         "",
         f"Target: ray <= {TARGET}x the serial wall time with identical per-run metrics: **{verdict}** — "
         f"ratio {r['median']:.2f} (median of the repetitions' ratios; {r['min']:.2f}–{r['max']:.2f}), "
