@@ -77,7 +77,13 @@ class Tracker:
 
         self.mlflow = mlflow
         try:
-            if resume_run_id is None and run_id is None:
+            if run_id is not None:
+                # The caller's run decides the experiment (an earlier set_experiment in this
+                # process would make MLflow refuse to start a run of another one).
+                from mlflow.tracking import MlflowClient
+
+                mlflow.set_experiment(experiment_id=MlflowClient().get_run(run_id).info.experiment_id)
+            elif resume_run_id is None:
                 mlflow.set_experiment(experiment)
         except Exception as error:  # the store refuses: report it, nothing has run yet
             raise TrackingError(f"cannot use the tracking store {mlflow.get_tracking_uri()}: {error}") from None

@@ -228,6 +228,10 @@ def test_search_on_ray_stops_the_useless_trial(cluster, tmp_path, client):
 
 
 def test_search_serially_stops_the_useless_trial(tmp_path, mlflow_store, client):
+    import mlflow
+
+    # Another experiment active in this process (an earlier run's) must not stop the children's runs.
+    mlflow.set_experiment("elsewhere")
     path = search_pipeline(tmp_path, "search-serial", one_useless_trial_late())
     result = CliRunner().invoke(main, ["pipeline", "run", str(path), "-q"])
     assert result.exit_code == 0, result.output
