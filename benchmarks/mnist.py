@@ -50,7 +50,8 @@ def data_overrides(train_limit: int | None, eval_limit: int | None) -> list[str]
 
 
 def rnnflow_overrides(jit: bool, unroll: bool) -> list[str]:
-    return [f"train.jit_compile={str(jit).lower()}", f"model.unroll={str(unroll).lower()}"]
+    return [*_harness.MNIST_AS_IN_THE_BOOK, f"train.jit_compile={str(jit).lower()}",
+            f"model.unroll={str(unroll).lower()}"]
 
 
 def rnnflow_timed(seed: int, epochs: int, jit: bool, unroll: bool, limits: list[str]) -> dict:

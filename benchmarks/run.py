@@ -15,7 +15,8 @@ Workloads:
          and of plain Keras, for every seed. End of training: the mean loss of the last steps
          (200 of 2000; quick: 40 of 200), seed by seed against fit; --mse-seeds more seeds (reps .. reps+N-1) run the spec,
          fit and Keras' loop under XLA for that comparison only.
-  mnist  specs/mnist_classifier.yaml for --mnist-epochs epochs, as written and with XLA and
+  mnist  specs/mnist_classifier.yaml as the book trains it (_harness.MNIST_AS_IN_THE_BOOK: no
+         validation split, a constant rate) for --mnist-epochs epochs, as written and with XLA and
          model.unroll; plain fit; the TF1 program. Test accuracy after every epoch.
          Learning check: the first 50 step losses, as for sine.
 

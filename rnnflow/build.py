@@ -4,7 +4,8 @@ Each recurrent layer is built the way its plan says (`rnnflow.planner`); this mo
 nothing about execution paths.
 
 Layer names: `inputs` (and `lengths`/`mask` for padded data), then `<cell type>_<index>` for each
-recurrent layer from the bottom (`gru_0`, `gru_1`, ...), then `projection`.
+recurrent layer from the bottom (`gru_0`, `gru_1`, ...; a bidirectional layer holds
+`forward_gru_0` and `backward_gru_0`), then `mean` (with `model.output: mean`) and `projection`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rnnflow.errors import SpecError, SpecIssue  # noqa: E402
 from rnnflow.planner import CELL_LOOP, FUSED, SCAN, LayerPlan, plan_layers  # noqa: E402
 from rnnflow.scan import ScanRNN  # noqa: E402  (also registers it for loading)
 from rnnflow.wrappers import (  # noqa: E402
+    Bidirectional,
     DeviceWrapper,
     DropoutWrapper,
     OutputProjectionWrapper,
@@ -43,11 +45,29 @@ def _layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool, projection_un
     # Cells and wrappers create variables (seed generator states) as they are constructed, not
     # only when built: construct them on the plan's device too, or those stay on the default one.
     with device_scope(plan.device):
-        return _unplaced_layer(plan, spec, return_sequences=return_sequences, projection_units=projection_units)
+        inner_name = f"{plan.name}_rnn" if plan.device else plan.name
+        if not plan.bidirectional:
+            layer = _recurrent_layer(plan, spec, inner_name, return_sequences=return_sequences,
+                                     projection_units=projection_units)
+        else:
+            # Both directions built here (Keras would copy the forward one): the backward one gets
+            # its own dropout masks. Keras' loops run a layer with go_backwards over each sequence
+            # reversed, padding first and masked: it starts at the last valid step, as TF1's
+            # bidirectional_dynamic_rnn does.
+            forward = _recurrent_layer(plan, spec, inner_name, return_sequences=return_sequences,
+                                       projection_units=projection_units)
+            backward = _recurrent_layer(plan, spec, f"backward_{inner_name}", return_sequences=return_sequences,
+                                        projection_units=projection_units, backwards=True)
+            layer = Bidirectional(forward, merge_mode=plan.merge_mode, backward_layer=backward,
+                                               name=inner_name)
+    if plan.device:
+        layer = DeviceWrapper(layer, device=plan.device, name=plan.name)
+    return layer
 
 
-def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool,
-                    projection_units: int | None) -> keras.layers.Layer:
+def _recurrent_layer(plan: LayerPlan, spec: Spec, name: str, *, return_sequences: bool,
+                     projection_units: int | None, backwards: bool = False) -> keras.layers.Layer:
+    """One direction of a layer, on the plan's execution path."""
     cell_spec = plan.cell
     rnn_args: dict[str, Any] = {
         "return_sequences": return_sequences,
@@ -57,34 +77,32 @@ def _unplaced_layer(plan: LayerPlan, spec: Spec, *, return_sequences: bool,
         # outputs: Keras takes the last output from the last position, which would then be 0 for
         # every short sequence; without zeroing it is the output at the sequence's last valid step.
         "zero_output_for_mask": return_sequences,
+        "go_backwards": backwards,
     }
-    inner_name = f"{plan.name}_rnn" if plan.device else plan.name
+    cell_name = f"{plan.name}_backward_cell" if backwards else f"{plan.name}_cell"
     if plan.execution == FUSED:
-        layer = fused_layer(cell_spec, inner_name, **rnn_args)
-    elif plan.execution == SCAN:
-        layer = ScanRNN(keras_cell(cell_spec, f"{plan.name}_cell"), name=inner_name, **rnn_args)
-    else:
-        assert plan.execution == CELL_LOOP, plan.execution
-        cell = keras_cell(cell_spec, f"{plan.name}_cell")
-        dropout = cell_spec.wrapper("dropout")
-        if dropout is not None:
-            cell = DropoutWrapper(
-                cell,
-                input_rate=dropout.input_rate,
-                state_rate=dropout.state_drop_rate,
-                output_rate=dropout.output_drop_rate,
-                # Each layer its own masks, also when the spec fixes the seed.
-                seed=(dropout.seed if dropout.seed is not None else spec.seed) + plan.index,
-                name=f"{plan.name}_dropout",
-            )
-        if plan.per_step_projection:
-            cell = OutputProjectionWrapper(
-                cell, projection_units, activation=spec.model.projection.activation, name="projection"
-            )
-        layer = keras.layers.RNN(cell, name=inner_name, **rnn_args)
-    if plan.device:
-        layer = DeviceWrapper(layer, device=plan.device, name=plan.name)
-    return layer
+        return fused_layer(cell_spec, name, **rnn_args)
+    if plan.execution == SCAN:
+        return ScanRNN(keras_cell(cell_spec, cell_name), name=name, **rnn_args)
+    assert plan.execution == CELL_LOOP, plan.execution
+    cell = keras_cell(cell_spec, cell_name)
+    dropout = cell_spec.wrapper("dropout")
+    if dropout is not None:
+        # Each layer (and direction) its own masks, also when the spec fixes the seed.
+        seed = (dropout.seed if dropout.seed is not None else spec.seed) + plan.index
+        cell = DropoutWrapper(
+            cell,
+            input_rate=dropout.input_rate,
+            state_rate=dropout.state_drop_rate,
+            output_rate=dropout.output_drop_rate,
+            seed=seed + spec.model.layer_count if backwards else seed,
+            name=f"{plan.name}_backward_dropout" if backwards else f"{plan.name}_dropout",
+        )
+    if plan.per_step_projection:
+        cell = OutputProjectionWrapper(
+            cell, projection_units, activation=spec.model.projection.activation, name="projection"
+        )
+    return keras.layers.RNN(cell, name=name, **rnn_args)
 
 
 @dataclasses.dataclass
@@ -168,13 +186,17 @@ def _graph(spec: Spec, data: DataBundle):
     _check_output_size(spec, data, out_units if projection is not None else plans[-1].cell.units)
     hidden = x_in
     states: dict[str, Any] = {}
+    output = spec.model.output
     for plan in plans:
         is_top = plan.index == len(plans) - 1
-        layer = _layer(plan, spec, return_sequences=not is_top or spec.model.output == "sequence",
-                       projection_units=out_units)
+        layer = _layer(plan, spec, return_sequences=not is_top or output != "last", projection_units=out_units)
         result = layer(hidden, mask=mask) if mask is not None else layer(hidden)
         hidden, layer_states = result[0], list(result[1:])
         states[plan.name] = layer_states if len(layer_states) > 1 else layer_states[0]
+    if output == "mean":
+        # Keras' pooling divides by the valid steps when given the mask: zeros past a length
+        # count for nothing.
+        hidden = keras.layers.GlobalAveragePooling1D(name="mean")(hidden, mask=mask)
     top = hidden
     if projection is not None and projection.mode == "stacked":
         # One dense layer over all steps at once: TF1's "stack the outputs, project, unstack".

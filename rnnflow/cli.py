@@ -211,6 +211,9 @@ def run(spec_file: Path | None, overrides: tuple[str, ...], quiet: bool, resume:
 def _print_result(result) -> None:
     click.echo(f"run id: {result.run_id}")
     _print_metrics(result.metrics)
+    if result.stop_reason is not None:
+        click.echo(f"training stopped: {result.stop_reason} at iteration {result.iterations}; "
+                   f"the model has the {result.weights.replace('@', ' weights, from ')}")
     _print_where(result.tracking_uri, result.experiment_id, result.run_id)
 
 
@@ -301,22 +304,35 @@ def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool,
 
 
 @main.command()
-@click.option("--experiment", default=None, help="Experiment name (default: rnnflow).")
-@click.option("--parent", default=None, metavar="RUN_ID", help="Only the children of this pipeline run.")
-@click.option("--metric", default=None, help="Sort by this metric, best first (default: val_loss, else test_loss).")
+@click.option("--experiment", default=None, help="Compare the runs of this experiment.")
+@click.option("--parent", default=None, metavar="RUN_ID", help="Compare the children of this run (a pipeline, a search).")
+@click.option("--metric", default=None,
+              help="Rank by this metric (default: a search's own metric, else val_loss, test_loss, train_loss).")
+@click.option("--columns", multiple=True, metavar="NAMES",
+              help="Metrics to show, comma-separated, patterns allowed (test_*); also status, run_id, "
+                   "stop_reason, spec. Default: a handful of key metrics.")
+@click.option("--params", multiple=True, metavar="NAMES",
+              help="Params to show, comma-separated, patterns allowed (model.cells.0.*). Default: those "
+                   "the runs' overrides and grids vary.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @user_errors
-def compare(experiment: str | None, parent: str | None, metric: str | None, fmt: str) -> None:
-    """Compare runs: the params that differ between them and their final metrics, best first."""
+def compare(experiment: str | None, parent: str | None, metric: str | None, columns: tuple[str, ...],
+            params: tuple[str, ...], fmt: str) -> None:
+    """Compare runs side by side, best first: by default the children of the latest pipeline (or
+    the latest run's experiment).
+
+    Runs on different tasks (data source, series, loss) are grouped apart and ranked each on its
+    own. Tables fit the terminal; csv and json keep every selected column with its real type.
+    """
     from rnnflow.compare import compare_runs, render
 
     if experiment and parent:
         raise click.UsageError("give --experiment or --parent, not both")
-    header, rows = compare_runs(experiment, parent, metric)
-    if not rows:
-        click.echo("no runs")
+    comparison = compare_runs(experiment, parent, metric, list(columns) or None, list(params) or None)
+    if not comparison.groups and fmt == "table":
+        click.echo(comparison.title)
         return
-    click.echo(render(header, rows, fmt))
+    click.echo(render(comparison, fmt))
 
 
 @main.command()

@@ -99,3 +99,11 @@ class TrackingError(RnnflowError):
 
 class TrainingError(RnnflowError):
     """Training cannot go on, e.g. the loss became NaN or infinite."""
+
+
+class LossNotFinite(TrainingError):
+    """The loss became NaN or infinite at `iteration`; training stopped there."""
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message)
+        self.iteration = iteration

@@ -66,12 +66,14 @@ class Outcome:
         metrics: the run's final metrics (when FINISHED).
         error: why it failed, or was killed.
         stopped_by: who stopped it early (`scheduler`), when a search's scheduler did.
+        stop_reason: why its training stopped (completed, early_stopping, max_minutes), when FINISHED.
     """
 
     status: str
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     error: str | None = None
     stopped_by: str | None = None
+    stop_reason: str | None = None
 
 
 def execute(job: Job, executor: str) -> Outcome:
@@ -100,7 +102,7 @@ def execute(job: Job, executor: str) -> Outcome:
         raise
     except Exception as error:  # noqa: BLE001 - a failing child is recorded, the others go on
         return Outcome("FAILED", error=describe_error(error))
-    return Outcome("FINISHED", dict(result.metrics))
+    return Outcome("FINISHED", dict(result.metrics), stop_reason=result.stop_reason)
 
 
 def describe_error(error: BaseException) -> str:

@@ -35,6 +35,7 @@ class ChildOutcome:
         stopped_by: `scheduler` when a search's scheduler stopped it early (KILLED, not failed).
         varied: its grid values or trial values (key path -> value).
         trial: its trial number, for a search trial.
+        stop_reason: why its training stopped (completed, early_stopping, max_minutes), when FINISHED.
     """
 
     name: str
@@ -45,6 +46,7 @@ class ChildOutcome:
     stopped_by: str | None = None
     varied: dict[str, Any] = dataclasses.field(default_factory=dict)
     trial: int | None = None
+    stop_reason: str | None = None
 
 
 @dataclasses.dataclass
@@ -204,13 +206,13 @@ class _Driver:
     # --- the run ---
 
     def run(self) -> PipelineResult:
-        from rnnflow import __version__
+        from rnnflow.provenance import git_tags, version_tags
         from rnnflow.runner import RunInterrupted
         from rnnflow.store import RecordedRun
 
         pipeline, search = self.pipeline, self.plan.search
-        tags = {"rnnflow.version": __version__, "rnnflow.role": "pipeline", "rnnflow.pipeline": pipeline.name,
-                "rnnflow.executor": self.executor.name}
+        tags = {**version_tags(), **git_tags(self.path), "rnnflow.role": "pipeline",
+                "rnnflow.pipeline": pipeline.name, "rnnflow.executor": self.executor.name}
         if search is not None:
             spec = search.search
             tags.update({"rnnflow.search.metric": spec.metric, "rnnflow.search.mode": spec.mode,
@@ -340,7 +342,8 @@ class _Driver:
         self._end_run(job.run_id, outcome.status, outcome.error)
         self.outcomes[job.index] = ChildOutcome(job.name, job.run_id, outcome.status, outcome.metrics, outcome.error,
                                                 outcome.stopped_by, self.varied.pop(job.index),
-                                                job.trial.number if job.trial is not None else None)
+                                                job.trial.number if job.trial is not None else None,
+                                                outcome.stop_reason)
         if job.trial is not None:
             metric = job.trial.metric
             if outcome.status == "FINISHED" and metric in outcome.metrics:
@@ -432,15 +435,19 @@ def _setting_keys(settings: dict[str, dict[str, str]]) -> list[str]:
 
 def summary_rows(outcomes: list[ChildOutcome], settings: dict[str, dict[str, str]] | None = None
                  ) -> tuple[list[str], list[list[Any]]]:
-    """The summary table: one row per child with the settings that vary and its final metrics."""
+    """The summary table: one row per child with the settings that vary, its final metrics, its
+    best validation metric and why its training stopped."""
     settings = settings or {}
     varying = _setting_keys(settings)
     metric_names = sorted({k for o in outcomes for k in o.metrics if k.startswith(("train_", "val_", "test_"))
                            and k != "train_seconds"})
-    header = ["run", "status", *varying, *metric_names, "ms_per_iteration", "run_id"]
+    best = sorted({k for o in outcomes for k in o.metrics if k.startswith("best_val_")})
+    header = ["run", "status", *varying, *metric_names, *best, "best_iteration", "stop_reason",
+              "ms_per_iteration", "run_id"]
     rows = [[o.name, o.status, *[settings.get(o.name, {}).get(k, "") for k in varying],
-             *[o.metrics.get(m, "") for m in metric_names], o.metrics.get("ms_per_iteration", ""), o.run_id or ""]
-            for o in outcomes]
+             *[o.metrics.get(m, "") for m in metric_names], *[o.metrics.get(m, "") for m in best],
+             o.metrics.get("best_iteration", ""), o.stop_reason or "", o.metrics.get("ms_per_iteration", ""),
+             o.run_id or ""] for o in outcomes]
     return header, rows
 
 
@@ -478,9 +485,9 @@ def _summarize(parent, pipeline: Pipeline, children: list[Child], outcomes: list
     from mlflow.tracking import MlflowClient
 
     from rnnflow import plots
-    from rnnflow.compare import default_metric, higher_is_better
+    from rnnflow.compare import compare_runs, default_metric, higher_is_better, render
 
-    echo(format_table(*summary_rows(outcomes)))
+    echo(render(compare_runs(parent=parent.run_id), "table"))  # the table `rnnflow compare` shows
     settings = varying_settings(children)
     varying = _setting_keys(settings)
     header, rows = summary_rows(outcomes, settings)

@@ -6,7 +6,8 @@ TensorFlow sees, when a device wrapper asks for one):
 - its execution path: `fused` (Keras' own layer: SimpleRNN, LSTM, GRU, which can use fused
   kernels, cuDNN on a GPU), `cell loop` (Keras' `RNN` layer stepping a cell: needed by cell
   wrappers and by the cells Keras has no layer for) or `scan` (rnnflow's loop with a
-  hand-written backward pass, `model.loop: scan`);
+  hand-written backward pass, `model.loop: scan`); a bidirectional layer runs both directions
+  that way, inside Keras' `Bidirectional`;
 - why it cannot scan, when `model.loop: scan` asks for it;
 - whether it could use cuDNN on a GPU, and if not why (the rule Keras keeps in `cudnn_ok`);
 - its device.
@@ -48,6 +49,9 @@ class LayerPlan:
         per_step_projection: whether the layer carries the per-step output projection (top only).
         cudnn_blockers: why the layer could not use cuDNN on a GPU (empty when it could).
         scan_blockers: why it does not scan although `model.loop: scan` asks (empty otherwise).
+        bidirectional: whether the layer also runs backwards over each sequence (from its last
+            valid step) and merges the two directions.
+        merge_mode: how the directions merge (concat, sum, ave, mul), for a bidirectional layer.
     """
 
     name: str
@@ -59,6 +63,8 @@ class LayerPlan:
     per_step_projection: bool
     cudnn_blockers: list[str]
     scan_blockers: list[str] = dataclasses.field(default_factory=list)
+    bidirectional: bool = False
+    merge_mode: str | None = None
 
 
 def cell_loop_reasons(cell: CellSpec, per_step_projection: bool) -> list[str]:
@@ -105,6 +111,8 @@ def cudnn_blockers(cell: CellSpec, unroll: bool) -> list[str]:
 
     Keras' rule (`keras/src/backend/tensorflow/rnn.py`, `cudnn_ok`): LSTM and GRU layers only,
     tanh and sigmoid, no unrolling, biases, nothing stepping the cell; GRU with reset_after.
+    A bidirectional layer follows the same rule in both directions: Keras' cuDNN path runs a
+    layer backwards over right-padded sequences too (it reverses each sequence within its length).
     """
     if cell.type not in ("lstm", "gru"):
         return [f"there is no cuDNN kernel for '{cell.type}' cells"]
@@ -185,7 +193,8 @@ def plan_layers(spec: Spec, devices: set[str] | None = None) -> list[LayerPlan]:
             per_step = index == total - 1 and projection is not None and projection.mode == "per_step"
             path, why, blockers = execution(cell, per_step, spec.model.loop)
             plans.append(LayerPlan(name, cell, index, device, path, why, per_step,
-                                   cudnn_blockers(cell, spec.model.unroll), blockers))
+                                   cudnn_blockers(cell, spec.model.unroll), blockers, cell.bidirectional,
+                                   cell.merge_mode if cell.bidirectional else None))
             index += 1
     if missing:
         where = "; ".join(f"{d} (layers {', '.join(n)})" for d, n in missing.items())

@@ -105,14 +105,31 @@ def confusion_matrix(matrix: np.ndarray, path: Path) -> Path:
     return _save(fig, path)
 
 
-def generated(seed: np.ndarray, sequence: np.ndarray, path: Path, title: str) -> Path:
-    """A generated sequence after its seed window."""
+def generated(seed: np.ndarray, sequence: np.ndarray, path: Path, title: str, *, seed_time: np.ndarray | None = None,
+              time: np.ndarray | None = None, truth: np.ndarray | None = None, ylabel: str = "value") -> Path:
+    """A generated sequence after its seed window, against the true continuation when there is one.
+
+    Args:
+        seed: the seed window (steps, features).
+        sequence: the generated points (length, features).
+        path: where to save the figure.
+        title: what was generated from what.
+        seed_time: times of the seed's points (else steps -len(seed)..-1).
+        time: times of the generated points (else steps 0..).
+        truth: the series at `time`, drawn as the continuation the model should have produced.
+        ylabel: what the values are.
+    """
     fig, ax = plt.subplots(figsize=(9, 3.5))
     steps = len(seed)
-    ax.plot(np.arange(-steps, 0), seed[:, 0], "-", color="tab:gray", linewidth=2, label="seed")
-    ax.plot(np.arange(len(sequence)), sequence[:, 0], "-", color="tab:red", linewidth=1.2, label="generated")
-    ax.axvline(0, color="black", linewidth=0.8, alpha=0.5)
-    ax.set_xlabel("step")
+    seed_x = seed_time if seed_time is not None else np.arange(-steps, 0)
+    gen_x = time if time is not None else np.arange(len(sequence))
+    if truth is not None:
+        ax.plot(gen_x, truth[:, 0], "-", color="black", linewidth=1, alpha=0.45, label="true continuation")
+    ax.plot(seed_x, seed[:, 0], "-", color="tab:gray", linewidth=2, label="seed window")
+    ax.plot(gen_x, sequence[:, 0], "-", color="tab:red", linewidth=1.2, label="generated")
+    ax.axvline(gen_x[0] if len(gen_x) else 0, color="black", linewidth=0.8, alpha=0.5)
+    ax.set_xlabel("time" if time is not None else "step")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -25,7 +25,7 @@ class ProgressBar(keras.callbacks.Callback):
 
         logs = logs or {}
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", style="bold", markup=False),  # a child run name has [ ]
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),

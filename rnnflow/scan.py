@@ -184,15 +184,20 @@ class ScanRNN(keras.layers.RNN):
     """Keras' `RNN` layer with rnnflow's scan loop (see the module docstring).
 
     Takes the same arguments as `keras.layers.RNN`. Falls back to Keras' loop when the layer is
-    unrolled or runs backwards.
+    unrolled. With `go_backwards` the sequences and the mask are reversed in time before the loop
+    and the outputs come in the order they were computed, as in Keras' `backend.rnn` (a right-padded
+    sequence then starts with masked padding and the loop starts at its last valid step).
     """
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         cell = self.cell
-        if self.unroll or self.go_backwards:
+        if self.unroll:
             return super().inner_loop(sequences, initial_state, mask, training=training)
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
+        if self.go_backwards:
+            sequences = tf.reverse(sequences, [1])
+            mask = None if mask is None else tf.reverse(mask, [1])
         step, params = _cell_parts(cell)
         dtype = sequences.dtype
         kernel = tf.cast(cell.kernel, dtype)

@@ -114,6 +114,9 @@ class MlflowServer:
     def start(self, timeout: float = 180.0) -> MlflowServer:
         """Start the server and wait until it answers.
 
+        Call it from a thread that outlives the server: Linux sends the server its stop signal
+        (see `_die_with_parent`) when the *thread* that started it ends, not only the process.
+
         Raises:
             TrackingError: when it exits or does not answer within `timeout` seconds.
         """

@@ -45,6 +45,7 @@ class StepContext:
         seed: the spec's seed.
         predict: a function from a Split to the model's predictions (NumPy).
         metrics: metrics measured so far; a step may add its own.
+        source: the spec's data source (a sine source can give the series at any time).
     """
 
     built: "BuiltModel"
@@ -53,6 +54,7 @@ class StepContext:
     seed: int
     predict: Any
     metrics: dict[str, float]
+    source: Any = None
 
 
 class StepSpec(Section):
@@ -185,13 +187,17 @@ def _classification_rows(split: "Split", logits, n: int):
 class GenerateStep(StepSpec):
     """Generate a sequence autoregressively: each prediction becomes the next input ("creative RNN").
 
-    The seed is the first window: zeros, a training instance, or given values (padded on the left
-    with zeros to the window length).
+    The seed is the first window: zeros, a window of the data (`instance` of `split`), or given
+    values (padded on the left with zeros to the window length). The plot says which, and when the
+    seed is a window of a series the source can extend (sine), draws the true continuation too.
     """
 
     type: Literal["generate"] = "generate"
     seed: Literal["zeros", "instance", "values"] = Field("zeros", description="What the first window holds.")
-    instance: int = Field(0, ge=0, description="Which training sequence seeds the generation (seed: instance).")
+    instance: int = Field(0, ge=0, description="Which sequence of `split` seeds the generation (seed: instance).")
+    split: SplitName | None = Field(
+        None, description="The split the seed window comes from (seed: instance; default: train)."
+    )
     values: list[float] | None = Field(None, description="The seed values (seed: values).")
     length: int = Field(300, gt=0, le=1_000_000, description="Steps to generate.")
     plot: bool = Field(True, description="Also plot the sequence.")
@@ -202,6 +208,8 @@ class GenerateStep(StepSpec):
             raise at("values", "give the seed values (seed: values)")
         if self.seed != "values" and self.values is not None:
             raise at("values", "values are used only with seed: values")
+        if self.seed != "instance" and self.split is not None:
+            raise at("split", "split chooses the seed window of seed: instance")
         return self
 
     def check(self, data_task: str, sequence_targets: bool | None) -> None:
@@ -220,25 +228,76 @@ class GenerateStep(StepSpec):
                 f"generation feeds predictions back as inputs, but the model reads {features} "
                 f"feature(s) and predicts {data.output_size}"
             )
+        seed_time = time = truth = None
         if self.seed == "zeros":
             window = np.zeros((steps, features), np.float32)
+            described = "a seed window of zeros"
         elif self.seed == "instance":
-            if self.instance >= len(data.train):
-                raise ValueError(f"instance {self.instance} does not exist ({len(data.train)} training sequences)")
-            window = data.train.x[self.instance].copy()
+            name = self.split or "train"
+            split = getattr(data, name)
+            if self.instance >= len(split):
+                raise ValueError(f"instance {self.instance} does not exist ({len(split)} {name} sequences)")
+            window = split.x[self.instance].copy()
+            described = f"{name} window {self.instance}"
+            if split.time is not None:
+                seed_time, time = _times_around(split.time[self.instance], self.length, data.info.get("step_size"))
+                described += f" (t = {seed_time[0]:.4g} to {seed_time[-1]:.4g})"
+                values_at = getattr(context.source, "values_at", None)
+                if values_at is not None:  # the series itself goes on after the window
+                    truth = np.asarray(values_at(time), np.float32).reshape(len(time), -1)
         else:
             values = np.asarray(self.values[-steps:], np.float32).reshape(-1, 1)
             window = np.zeros((steps, features), np.float32)
             window[steps - len(values):] = np.repeat(values, features, axis=1)
+            described = f"the {len(self.values)} given seed value{'s' if len(self.values) != 1 else ''}"
         sequence = context.built.generate(window, self.length)
-        seed_rows = [[i - steps, *map(float, window[i]), 1] for i in range(steps)]
-        gen_rows = [[i, *map(float, sequence[i]), 0] for i in range(len(sequence))]
-        files = [write_csv(context.out_dir / f"{self.stem}.csv", ["step", *_columns("value", features), "seed"],
-                           seed_rows + gen_rows)]
+        files = [write_csv(context.out_dir / f"{self.stem}.csv", *_generated_rows(window, sequence, seed_time, time,
+                                                                              truth))]
         if self.plot:
             files.append(plots.generated(window, sequence, context.out_dir / f"{self.stem}.png",
-                                         title=f"generated from seed: {self.seed}"))
+                                         title=f"{self.length} steps generated from {described}",
+                                         seed_time=seed_time, time=time, truth=truth,
+                                         ylabel=_series_label(data.info.get("function"))))
         return files
+
+
+def _times_around(target_time, length: int, step_size: float | None):
+    """(input times of a window, times of the `length` points generated after it), from the times
+    of the window's targets: each input is one step before its target, and the first generated
+    point is the prediction after the last input, at the last target's time."""
+    import numpy as np
+
+    target_time = np.asarray(target_time, np.float64)
+    dt = float(target_time[1] - target_time[0]) if len(target_time) > 1 else float(step_size or 1.0)
+    return target_time - dt, target_time[-1] + dt * np.arange(length)
+
+
+def _series_label(function: str | None) -> str:
+    return f"x(t) = {function}" if function else "value"
+
+
+def _generated_rows(window, sequence, seed_time, time, truth):
+    """The generate CSV: the seed rows (step < 0, seed 1), then the generated ones; `time` and
+    `truth` columns when the seed is a window of a series with times (truth: the series itself)."""
+    features = window.shape[1]
+    header = ["step", *_columns("value", features), "seed"]
+    if time is not None:
+        header.append("time")
+    if truth is not None:
+        header += _columns("truth", features)
+    steps = len(window)
+    rows = []
+    for i in range(steps):
+        row = [i - steps, *map(float, window[i]), 1]
+        row += [] if time is None else [float(seed_time[i])]
+        row += [] if truth is None else [*map(float, window[i])]  # the seed is the series there
+        rows.append(row)
+    for i in range(len(sequence)):
+        row = [i, *map(float, sequence[i]), 0]
+        row += [] if time is None else [float(time[i])]
+        row += [] if truth is None else [*map(float, truth[i])]
+        rows.append(row)
+    return header, rows
 
 
 @STEPS.register

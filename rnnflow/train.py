@@ -22,8 +22,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rnnflow.errors import TrainingError  # noqa: E402
-from rnnflow.schedule import plan  # noqa: E402
+from rnnflow import controls as ctl  # noqa: E402
+from rnnflow.chunks import plan_iterations  # noqa: E402
+from rnnflow.errors import LossNotFinite, TrainingError  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from rnnflow.build import BuiltModel
@@ -43,9 +44,14 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def make_optimizer(train: TrainSpec) -> keras.optimizers.Optimizer:
-    """The Keras optimizer a train section asks for."""
-    common: dict[str, Any] = {"learning_rate": train.learning_rate}
+def make_optimizer(train: TrainSpec, learning_rate: Any = None) -> keras.optimizers.Optimizer:
+    """The Keras optimizer a train section asks for.
+
+    Args:
+        train: the train section.
+        learning_rate: a float or a Keras LearningRateSchedule (default: `train.learning_rate`).
+    """
+    common: dict[str, Any] = {"learning_rate": train.learning_rate if learning_rate is None else learning_rate}
     if train.clip_norm is not None:
         common["clipnorm"] = train.clip_norm
     if train.optimizer == "sgd":
@@ -131,6 +137,14 @@ class TrainResult:
         steps_per_execution: gradient steps per compiled call.
         first_call_seconds: wall time of the first call, tracing and XLA compilation included.
         first_call_steps: steps done in that call.
+        steady_seconds: time spent in calls of a chunk length that was already compiled (the
+            first call of each length traces, and with XLA compiles, so it is left out).
+        steady_steps: steps done in those calls.
+        stop_reason: why training stopped: completed, early_stopping or max_minutes.
+        best: (monitored metric, its best value, the iteration of that evaluation), when a
+            validation split was evaluated during training.
+        restored_from: the iteration whose weights the model ends with when they are the best
+            evaluation's (restore_best); None when it ends with the last weights.
     """
 
     iterations: int
@@ -139,14 +153,19 @@ class TrainResult:
     steps_per_execution: int
     first_call_seconds: float = 0.0
     first_call_steps: int = 0
+    steady_seconds: float = 0.0
+    steady_steps: int = 0
+    stop_reason: str = ctl.COMPLETED
+    best: tuple[str, float, int] | None = None
+    restored_from: int | None = None
 
-    def ms_per_iteration(self, trained: int) -> float:
-        """Wall time per step after the first call (which also traces and compiles), in ms; over
-        all steps when there was only one call."""
-        later = trained - self.first_call_steps
-        if later > 0:
-            return 1000.0 * (self.seconds - self.first_call_seconds) / later
-        return 1000.0 * self.seconds / max(trained, 1)
+    @property
+    def ms_per_iteration(self) -> float | None:
+        """Steady-state time per gradient step in ms, or None when no call was steady (a run of
+        one compiled call is all tracing and compiling: its rate would mislead)."""
+        if self.steady_steps <= 0:
+            return None
+        return 1000.0 * self.steady_seconds / self.steady_steps
 
 
 class Interrupted(Exception):
@@ -178,25 +197,35 @@ class Trainer:
         self.model = built.model
         self.data = data
         self.callbacks = list(callbacks)
-        self.optimizer = make_optimizer(spec.train)
+        n = len(data.train)
+        self.plan = plan_iterations(spec, n)
+        if self.plan.batch_size < spec.train.batch_size:
+            log.warning("batch_size %d is larger than the %d training sequences; using %d",
+                        spec.train.batch_size, n, self.plan.batch_size)
+        self.total = self.plan.total
+        warmup = spec.train.schedule.warmup
+        if warmup >= self.total:
+            raise TrainingError(f"train.schedule.warmup: {warmup} iterations of warm-up leave nothing of the "
+                                f"{self.total} iterations of the run")
+        self.controls = ctl.Controls(spec.train, self.plan, self.model,
+                                     watch_validation=data.val is not None and self.plan.evaluates)
+        self.optimizer = make_optimizer(spec.train, self.controls.rate)
         if spec.model.precision == "mixed_float16":
             # float16 gradients underflow without loss scaling.
             self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
         self.optimizer.build(self.model.trainable_variables)
+        self.controls.attach(self.optimizer)
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
-        n = len(data.train)
-        self.schedule = plan(spec, n)
-        if self.schedule.batch_size < spec.train.batch_size:
-            log.warning("batch_size %d is larger than the %d training sequences; using %d",
-                        spec.train.batch_size, n, self.schedule.batch_size)
-        self.total = self.schedule.total
+        self.elapsed_before = 0.0  # training seconds of earlier sessions of a resumed run
+        self.elapsed = 0.0  # training seconds so far, all sessions
+        self.last_evaluated: int | None = None  # the iteration of the latest held-out evaluation
         split = data.train
         self._x = tf.constant(split.x)
         self._y = tf.constant(split.y)
         self._w = tf.constant(split.weights) if split.weights is not None else None
         self._l = tf.constant(split.lengths) if split.lengths is not None else None
-        if strategy is not None and self.schedule.batch_size % strategy.num_replicas_in_sync:
-            raise TrainingError(f"a batch of {self.schedule.batch_size} sequences does not split evenly over "
+        if strategy is not None and self.plan.batch_size % strategy.num_replicas_in_sync:
+            raise TrainingError(f"a batch of {self.plan.batch_size} sequences does not split evenly over "
                                 f"{strategy.num_replicas_in_sync} replicas (train.batch_size is the global batch)")
         self._step_fn = self._make_step_fn() if strategy is None else self._make_distributed_step_fn()
         self._stop_requested = False
@@ -306,10 +335,12 @@ class Trainer:
         self._stop_requested = True
 
     def run(self) -> TrainResult:
-        """Train until the planned number of iterations (continuing from `self.iteration`).
+        """Train until the planned number of iterations (continuing from `self.iteration`), or until
+        early stopping or `train.max_minutes` stops it; with restore_best the model ends with the
+        best evaluation's weights.
 
         Raises:
-            TrainingError: when the loss becomes NaN or infinite (names the iteration).
+            LossNotFinite: when the loss becomes NaN or infinite (names the iteration).
             Interrupted: on Ctrl-C, once the current chunk of steps has finished.
         """
         previous = None
@@ -322,55 +353,85 @@ class Trainer:
                 signal.signal(signal.SIGINT, previous)
 
     def _loop(self) -> TrainResult:
-        schedule = self.schedule
+        plan, controls = self.plan, self.controls
         for cb in self.callbacks:
             if hasattr(cb, "set_model"):
                 cb.set_model(self.model)  # as Keras' fit does: a callback may look at the model
-            cb.on_train_begin({"total": schedule.total, "start": int(self.iteration.numpy())})
+            cb.on_train_begin({"total": plan.total, "start": int(self.iteration.numpy())})
         seed = self.spec.seed
         n = len(self.data.train)
         curve: list[tuple[int, float]] = []
         pending = self.pending
         started = time.perf_counter()
         first_call: tuple[float, int] | None = None
+        compiled: set[int] = set()  # chunk lengths already traced (each new one traces again)
+        steady_seconds, steady_steps = 0.0, 0
         done = int(self.iteration.numpy())
         first = done
-        while done < schedule.total:
+        reason = ctl.COMPLETED
+        while done < plan.total:
+            self.elapsed = self.elapsed_before + time.perf_counter() - started
             if self._stop_requested:
                 raise Interrupted(done)
-            stop = schedule.next_stop(done)
-            indexes = batch_indices(seed, n, schedule.batch_size, done, stop - done, self.train_spec.shuffle)
+            stop = plan.next_stop(done)
+            indexes = batch_indices(seed, n, plan.batch_size, done, stop - done, self.train_spec.shuffle)
+            call_started = time.perf_counter()
             losses = self._step_fn(self._x, self._y, self._w, self._l, tf.constant(indexes)).numpy()
             if first_call is None:  # tracing and compiling happen in the first call
                 first_call = (time.perf_counter() - started, stop - done)
+            if stop - done in compiled:
+                steady_seconds += time.perf_counter() - call_started
+                steady_steps += stop - done
+            compiled.add(stop - done)
             bad = np.flatnonzero(~np.isfinite(losses))
             valid = losses[: bad[0]] if bad.size else losses
+            halt = None
             # The chunk returns every step's loss: log points fall where the spec says, not only
             # where chunks end.
             for offset, value in enumerate(valid.tolist(), start=done + 1):
                 pending.append(value)
                 logs: dict[str, float] = {}
-                if offset % schedule.log_every == 0 or offset == schedule.total:
+                if offset == stop:
+                    out_of_time = self._out_of_time(started)
+                    # Also evaluate where time runs out: the last weights are a candidate for the best.
+                    if plan.evaluates_at(offset) or (out_of_time and plan.evaluates):
+                        logs.update(self.evaluate_held_out())
+                        if controls.after_evaluation(offset, logs):
+                            halt = ctl.EARLY_STOPPING
+                    if halt is None and out_of_time and offset < plan.total:
+                        halt = ctl.MAX_MINUTES
+                if offset % plan.log_every == 0 or offset == plan.total or halt:
                     logs["loss"] = float(np.mean(pending))
                     curve.append((offset, logs["loss"]))
                     pending.clear()
-                if offset == stop and schedule.evaluates_at(offset):
-                    logs.update(self.evaluate_held_out())
                 if logs:
+                    logs["learning_rate"] = controls.rate_at(offset)
                     for cb in self.callbacks:
                         cb.on_train_batch_end(offset, logs)
-                if offset % schedule.steps_per_epoch == 0:
+                if offset % plan.steps_per_epoch == 0:
                     for cb in self.callbacks:
-                        cb.on_epoch_end(offset // schedule.steps_per_epoch, logs)
+                        cb.on_epoch_end(offset // plan.steps_per_epoch, logs)
             if bad.size:
                 at = done + int(bad[0]) + 1
-                raise TrainingError(f"the loss became {losses[bad[0]]} at iteration {at}; training stopped there "
-                                    "(try a lower train.learning_rate or train.clip_norm)")
+                raise LossNotFinite(f"the loss became {losses[bad[0]]} at iteration {at}; training stopped there "
+                                    "(try a lower train.learning_rate or train.clip_norm)", at)
             done = int(self.iteration.numpy())
+            if halt is not None:
+                reason = halt
+                break
         seconds = time.perf_counter() - started
+        self.elapsed = self.elapsed_before + seconds
+        restored = controls.restore_best()
         for cb in self.callbacks:
             cb.on_train_end({"iterations": done, "seconds": seconds, "trained": done - first})
-        return TrainResult(done, curve, seconds, schedule.steps_per_execution, *(first_call or (0.0, 0)))
+        return TrainResult(done, curve, seconds, plan.steps_per_execution, *(first_call or (0.0, 0)),
+                           steady_seconds, steady_steps, stop_reason=reason, best=controls.best,
+                           restored_from=restored)
+
+    def _out_of_time(self, started: float) -> bool:
+        """Whether `train.max_minutes` of training (over all sessions of the run) have passed."""
+        limit = self.train_spec.max_minutes
+        return limit is not None and self.elapsed_before + time.perf_counter() - started >= 60.0 * limit
 
     @property
     def held_out_name(self) -> str:
@@ -382,27 +443,37 @@ class Trainer:
         split = self.data.val if self.data.val is not None else self.data.test
         if split is None:
             return {}
+        self.last_evaluated = int(self.iteration.numpy())
         return {f"{self.held_out_name}_{k}": v for k, v in evaluate(self.built, split, self.train_spec).items()}
 
     # --- checkpoints ---
 
     def state(self) -> dict[str, np.ndarray]:
-        """Everything needed to continue: model variables (with RNG states), optimizer, iteration."""
+        """The arrays needed to continue: model variables (with RNG states), optimizer (with the
+        schedule's position), iteration, and the controls' arrays (the best weights)."""
         arrays = {f"model/{i}": np.asarray(v.numpy()) for i, v in enumerate(self.model.variables)}
         arrays.update({f"optimizer/{i}": np.asarray(v.numpy()) for i, v in enumerate(self.optimizer.variables)})
         arrays["iteration"] = np.asarray(self.iteration.numpy())
+        arrays.update(self.controls.state()[1])
         return arrays
 
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restore a `state()`.
+    def state_meta(self) -> dict[str, Any]:
+        """The rest of the state, as JSON-ready data: losses since the last logged point (the first
+        point after a resume averages them too), training seconds so far, the controls' counters."""
+        return {"pending_losses": list(self.pending), "elapsed_seconds": self.elapsed,
+                "controls": self.controls.state()[0]}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> None:
+        """Restore a `state()` (and its `state_meta()`).
 
         Raises:
             TrainingError: when the checkpoint does not fit this model.
         """
         model_vars, opt_vars = self.model.variables, self.optimizer.variables
         expected = len(model_vars) + len(opt_vars) + 1
-        if len(arrays) != expected:
-            raise TrainingError(f"the checkpoint holds {len(arrays)} arrays, this model needs {expected}")
+        found = sum(1 for k in arrays if k.startswith(("model/", "optimizer/")) or k == "iteration")
+        if found != expected:
+            raise TrainingError(f"the checkpoint holds {found} arrays, this model needs {expected}")
         for prefix, variables in (("model", model_vars), ("optimizer", opt_vars)):
             for i, var in enumerate(variables):
                 value = arrays[f"{prefix}/{i}"]
@@ -411,6 +482,10 @@ class Trainer:
                                         f"the model's {var.path} has {tuple(var.shape)}")
                 var.assign(value)
         self.iteration.assign(int(arrays["iteration"]))
+        meta = meta or {}
+        self.pending = list(meta.get("pending_losses", []))
+        self.elapsed_before = self.elapsed = float(meta.get("elapsed_seconds", 0.0))
+        self.controls.load_state(meta.get("controls", {}), arrays)
 
 
 def evaluate(built: BuiltModel, split: Split, train: TrainSpec) -> dict[str, float]:

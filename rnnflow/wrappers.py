@@ -203,6 +203,20 @@ class DeviceWrapper(keras.layers.Wrapper):
         return {**super().get_config(), "device": self.device}
 
 
+@keras.saving.register_keras_serializable(package="rnnflow")
+class Bidirectional(keras.layers.Bidirectional):
+    """Keras' `Bidirectional`, with zeros past each length in the backward direction in every loop.
+
+    Keras zeroes masked outputs of both directions (`zero_output_for_mask`), but its unrolled loop
+    run backwards zeroes them with the mask in the wrong time order (keras-team/keras#17596). The
+    backward direction needs no zeroing with rnnflow's right-padded masks: it meets the padding
+    first, where the output it carries is still the initial zero, in every loop.
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer, **kwargs)
+        self.backward_layer.zero_output_for_mask = False
+
 
 @keras.saving.register_keras_serializable(package="rnnflow")
 class SequenceMask(keras.layers.Layer):
@@ -230,4 +244,4 @@ class SequenceMask(keras.layers.Layer):
         return {**super().get_config(), "steps": self.steps}
 
 
-__all__ = ["DeviceWrapper", "DropoutWrapper", "OutputProjectionWrapper", "SequenceMask", "device_scope"]
+__all__ = ["Bidirectional", "DeviceWrapper", "DropoutWrapper", "OutputProjectionWrapper", "SequenceMask", "device_scope"]

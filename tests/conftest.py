@@ -27,6 +27,8 @@ def mlflow_store(tmp_path_factory) -> str:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    # Checkpoints a tracking server could not take go here, not into the user's ~/.cache.
+    os.environ.setdefault("RNNFLOW_CHECKPOINT_DIR", str(folder / "checkpoints"))
     import mlflow
 
     mlflow.set_tracking_uri(uri)
@@ -164,6 +166,9 @@ def shrink(spec_path: Path) -> list[str]:
             out.append(f"train.batch_size={min(spec.train.batch_size, 8)}")
         if spec.train.log_every is not None:
             out.append("train.log_every=1")
+        validation = spec.train.validation
+        if isinstance(validation, int) and not isinstance(validation, bool):
+            out.append("train.validation=10")  # a count of the full data set's sequences
     if spec.evaluate.every is not None:
         out.append("evaluate.every=2")
     for i, step in enumerate(spec.evaluate.steps):

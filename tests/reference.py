@@ -154,6 +154,27 @@ def run_reference(step_and_states, x, units, lengths=None):
     return outputs, finals
 
 
+def run_reference_backward(step_and_states, x, units, lengths=None):
+    """The backward direction of TF1's `bidirectional_dynamic_rnn`: each row's valid steps run from
+    its last valid step back to step 0 (padding never enters); the output at step t is the one
+    computed from x[t], zeros past the length; the final states are those after step 0."""
+    x = np.asarray(x, np.float64)
+    batch, steps, _ = x.shape
+    lengths = [steps] * batch if lengths is None else list(lengths)
+    outputs = np.zeros((batch, steps, units))
+    finals = None
+    for row in range(batch):
+        length = lengths[row]
+        reversed_row = x[row : row + 1, :length][:, ::-1]
+        out, states = run_reference(step_and_states, reversed_row, units)
+        outputs[row, :length] = out[0, ::-1]
+        if finals is None:
+            finals = [np.zeros((batch, units)) for _ in states]
+        for j, state in enumerate(states):
+            finals[j][row] = state[0]
+    return outputs, finals
+
+
 # ----------------------------------------------------------------------------------------- helpers
 
 

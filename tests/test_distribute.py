@@ -25,6 +25,8 @@ TINY = ["train.iterations=40", "data.train_windows=40", "data.eval_windows=8", "
         "train.validation=0.25", "evaluate.every=20",
         # Plain SGD: Adam would not notice gradients scaled wrongly (it divides by their size).
         "train.optimizer=sgd", "train.learning_rate=0.02"]
+# What multi_worker refuses (each worker would decide alone when to stop), and XLA off.
+PLAIN = ["train.jit_compile=false", "train.early_stopping=null"]
 COMPARED = ("train_loss", "train_mae", "val_loss", "val_mae", "test_loss", "test_mae")
 
 
@@ -40,11 +42,12 @@ def run_id_of(output: str) -> str:
 
 @pytest.fixture(scope="module")
 def one_device(mlflow_store):
-    """The reference: the same specs on one device (XLA on, as the spec has it, and off)."""
+    """The reference: the same specs on one device: as the spec has it (XLA, early stopping with
+    the best weights restored), and as multi_worker takes it (neither)."""
     from rnnflow.runner import run
 
-    return {jit: run(GRU, [*TINY, f"train.jit_compile={jit}", "tracking.experiment=one-device"]).metrics
-            for jit in ("true", "false")}
+    return {"spec": run(GRU, [*TINY, "tracking.experiment=one-device"]).metrics,
+            "plain": run(GRU, [*TINY, *PLAIN, "tracking.experiment=one-device"]).metrics}
 
 
 def assert_learns_like_one_device(metrics: dict, reference: dict) -> None:
@@ -53,7 +56,9 @@ def assert_learns_like_one_device(metrics: dict, reference: dict) -> None:
 
 
 def test_mirrored_on_two_logical_cpus_with_xla(one_device, mlflow_store, client):
-    """XLA compiles each replica's forward and backward pass; the update runs outside it."""
+    """XLA compiles each replica's forward and backward pass; the update runs outside it. The
+    spec's controls (validation, one-cycle schedule, early stopping restoring the best weights)
+    train as on one device."""
     done = cli(["run", str(GRU), "-q", *[f"--set={o}" for o in TINY], "--set=tracking.experiment=mirrored",
                 "--set=train.distribute={strategy: mirrored, cpu_devices: 2}"], mlflow_store)
     assert done.returncode == 0, done.stderr
@@ -64,12 +69,15 @@ def test_mirrored_on_two_logical_cpus_with_xla(one_device, mlflow_store, client)
     digests = tags["rnnflow.distribute.weight_digests"].split(",")
     assert len(digests) == 2 and digests[0] == digests[1] and tags["rnnflow.distribute.weights_in_sync"] == "true"
     assert run.data.params["train.jit_compile"] == "True"
-    assert_learns_like_one_device(run.data.metrics, one_device["true"])
+    assert run.data.params["train.early_stopping.restore_best"] == "True"
+    assert run.data.params["train.schedule.type"] == "one_cycle"
+    assert tags["rnnflow.stop_reason"] == "completed" and "best_val_loss" in run.data.metrics
+    assert_learns_like_one_device(run.data.metrics, one_device["spec"])
 
 
 def test_two_workers_end_with_the_same_weights_and_one_run(one_device, mlflow_store, client):
     done = cli(["run", str(GRU), "-q", "--workers", "2", *[f"--set={o}" for o in TINY],
-                "--set=train.jit_compile=false", "--set=tracking.experiment=two-workers"], mlflow_store)
+                *[f"--set={o}" for o in PLAIN], "--set=tracking.experiment=two-workers"], mlflow_store)
     assert done.returncode == 0, done.stdout + done.stderr
     experiment = client.get_experiment_by_name("two-workers")
     (run,) = client.search_runs([experiment.experiment_id])
@@ -79,7 +87,7 @@ def test_two_workers_end_with_the_same_weights_and_one_run(one_device, mlflow_st
     digests = tags["rnnflow.distribute.weight_digests"].split(",")
     assert len(digests) == 2 and digests[0] == digests[1] and tags["rnnflow.distribute.weights_in_sync"] == "true"
     assert "predictions.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert_learns_like_one_device(run.data.metrics, one_device["false"])
+    assert_learns_like_one_device(run.data.metrics, one_device["plain"])
 
 
 def test_a_dead_worker_stops_the_others_and_fails_the_run(mlflow_store, client, tmp_path):
@@ -87,7 +95,7 @@ def test_a_dead_worker_stops_the_others_and_fails_the_run(mlflow_store, client, 
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store}
     launcher = subprocess.Popen([sys.executable, "-m", "rnnflow", "run", str(GRU), "-q", "--workers", "2",
-                                 *[f"--set={o}" for o in TINY], "--set=train.iterations=1000000",
+                                 *[f"--set={o}" for o in [*TINY, *PLAIN]], "--set=train.iterations=1000000",
                                  "--set=tracking.experiment=dead-worker"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     try:
@@ -118,6 +126,12 @@ def test_a_dead_worker_stops_the_others_and_fails_the_run(mlflow_store, client, 
     ("{strategy: mirrored}", ["model.precision=mixed_float16"], "mixed_float16 needs Keras' loss-scaling optimizer"),
     ("{strategy: mirrored}", ["model.cells[0].wrappers=[{type: device, device: /cpu:0}]"],
      "places its layers with a device wrapper"),
+    ("{strategy: multi_worker}", [], "train.early_stopping: early stopping is not available under strategy "
+     "multi_worker: every worker would decide alone"),
+    ("{strategy: multi_worker}", ["train.early_stopping=null", "train.max_minutes=5"],
+     "train.max_minutes: the time budget is not available under strategy multi_worker"),
+    ("{strategy: multi_worker}", ["train.early_stopping=null", "train.schedule={type: plateau}"],
+     "train.schedule.type: plateau is not available under strategy multi_worker"),
 ])
 def test_combinations_that_cannot_work_are_spec_errors(distribute, extra, message):
     from rnnflow.spec import load_spec

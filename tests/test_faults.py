@@ -38,6 +38,7 @@ def logged_models(client, run_id: str) -> list:
 
 def test_nan_loss_fails_the_run_at_its_iteration(runner_api, client):
     overrides = [*shrink(GRU), "train.optimizer=sgd", "train.learning_rate=90", "train.iterations=60",
+                 "train.schedule={type: constant}",
                  "train.log_every=1", "tracking.experiment=faults"]
     with pytest.raises(TrainingError, match=r"the loss became (nan|inf) at iteration (\d+)") as info:
         runner_api(GRU, overrides)
@@ -280,7 +281,7 @@ def _sets(overrides: list[str]) -> list[str]:
 
 
 NAN = [*shrink(GRU), "train.optimizer=sgd", "train.learning_rate=90", "train.iterations=60",
-       "tracking.experiment=faults"]
+       "train.schedule={type: constant}", "tracking.experiment=faults"]
 EXIT_CASES = {
     # name: (what to arrange with monkeypatch, `rnnflow run` arguments, exit code, message)
     "SpecError": (None, [GRU, "--set", "model.cells[0].units=-3"], 2,
@@ -321,7 +322,8 @@ def test_a_recorded_run_resolves_relative_paths_from_its_spec_file(tmp_path, cli
     write_tiny_mnist(spec_dir / "digits.npz")
     spec = spec_dir / "m.yaml"
     spec.write_text(MNIST.read_text().replace("  type: mnist\n", "  type: mnist\n  path: digits.npz\n"))
-    overrides = ["train.epochs=1", "data.train_limit=60", "data.eval_limit=20", "model.cells[0].units=4",
+    overrides = ["train.epochs=1", "data.train_limit=60", "data.eval_limit=20", "train.validation=10",
+                 "model.cells[0].units=4",
                  "tracking.experiment=faults"]
     result = CliRunner().invoke(main, ["run", str(spec), "-q", *[f"--set={o}" for o in overrides]])
     assert result.exit_code == 0, result.output

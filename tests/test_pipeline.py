@@ -53,6 +53,24 @@ def test_grid_expands_to_validated_children(tmp_path):
     assert "model.cells[0].type=rnn" in children[0].overrides
 
 
+def test_children_varying_keys_with_the_same_last_part_get_distinct_names(tmp_path):
+    path = dump_pipeline(tmp_path, {"name": "units", "set": TINY, "runs": [{"spec": GRU, "grid": {
+        "model.cells[0].units": [4], "model.projection.units": [1], "train.learning_rate": [0.01]}}]})
+    _, [child] = load_pipeline(path)
+    assert child.name == "gru_forecast[cells[0].units=4,projection.units=1,learning_rate=0.01]"
+
+
+def test_progress_bar_shows_the_child_run_name(capsys):
+    """rich read the '[type=lstm]' of a child's name as markup: every bar of a pipeline said 'forecast'."""
+    from rnnflow.progress import ProgressBar
+
+    bar = ProgressBar("forecast[type=lstm]")
+    bar.on_train_begin({"total": 10})
+    bar.on_train_batch_end(5, {"loss": 0.5})
+    bar.on_train_end()
+    assert "forecast[type=lstm]" in capsys.readouterr().err
+
+
 def test_bad_override_points_at_the_pipeline_line(tmp_path):
     path = write_pipeline(tmp_path, f"""\
         name: bad
@@ -68,6 +86,23 @@ def test_bad_override_points_at_the_pipeline_line(tmp_path):
     assert any(m.startswith(f"{path}:5:") and "model.cells[0].units: must be greater than 0 (got -2)" in m
                and "run gru_forecast[units=-2]" in m for m in messages), messages
     assert any(str(tmp_path / "missing.yaml") in m and "file not found" in m for m in messages), messages
+
+
+def test_epochs_on_an_iterations_spec_says_how_to_clear_iterations(tmp_path):
+    path = write_pipeline(tmp_path, f"""\
+        name: by_epochs
+        runs:
+          - spec: {GRU}
+            set:
+              train.epochs: 2
+        """)
+    with pytest.raises(SpecError) as info:
+        load_pipeline(path)
+    [issue] = info.value.issues
+    assert (issue.source, issue.line, issue.path) == (str(path), 5, "train.epochs")
+    line = next(i for i, text in enumerate(Path(GRU).read_text().splitlines(), 1) if "iterations:" in text)
+    assert f"gru_forecast.yaml sets train.iterations (line {line}); to train by epochs instead, add " \
+           "train.iterations: null beside it" in issue.message
 
 
 def test_pipeline_schema_errors_are_located(tmp_path):
@@ -145,31 +180,31 @@ def check_pipeline_runs(client, output: str, experiment: str, base: str = "http:
     assert parent.data.metrics["runs_failed"] == 2 and parent.data.metrics["runs_finished"] == 2
     assert client.get_experiment_by_name(experiment) is not None
 
-    # The parent says which child is best (by test_loss: these children have no validation split).
+    # The parent says which child is best (by val_loss: gru_forecast holds out a validation split; never by test).
     finished = [by_name[n] for n in ("gru_forecast[type=rnn]", "gru_forecast[type=gru]")]
-    best = min(finished, key=lambda r: r.data.metrics["test_loss"])
+    best = min(finished, key=lambda r: r.data.metrics["val_loss"])
     assert parent.data.tags["rnnflow.best_child"] == best.info.run_name
     assert parent.data.tags["rnnflow.best_run_id"] == best.info.run_id
-    assert parent.data.metrics["best_test_loss"] == best.data.metrics["test_loss"]
+    assert parent.data.metrics["best_val_loss"] == best.data.metrics["val_loss"]
     assert not any(k.startswith("best_train") for k in parent.data.metrics)
     note = parent.data.tags["mlflow.note.content"]  # the parent's Description: a Markdown table
-    assert f"Best by test_loss: **{best.info.run_name}**" in note
+    assert f"Best by val_loss: **{best.info.run_name}**" in note
     assert "| run | status | model.cells.0.type |" in note
     assert all(f"| {name} |" in note for name in by_name)
     table = json.loads(Path(client.download_artifacts(parent_id, "summary.json")).read_text())
     assert table["columns"][:3] == ["run", "status", "model.cells.0.type"]
     assert sorted(row[0] for row in table["data"]) == sorted(by_name)
 
-    # The saved view of the children: sorted by test_loss, the varying settings and metrics as columns.
+    # The saved view of the children: sorted by val_loss, the varying settings and metrics as columns.
     view = json.loads(client.get_experiment(eid).tags[f"mlflow.sharedViewState.rnnflow-{parent_id}"])
     state = json.loads(view["state"])
     assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent_id}'"
-    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`test_loss`", True)
+    assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val_loss`", True)
     assert state["selectedColumns"][0] == "params.`model.cells.0.type`"
-    assert "metrics.`test_loss`" in state["selectedColumns"]
+    assert "metrics.`val_loss`" in state["selectedColumns"]
     assert not any("tracking" in c or "description" in c for c in state["selectedColumns"])
     # The links printed: the saved view, its charts, and the compare page of the finished children.
-    ranked = [r.info.run_id for r in sorted(finished, key=lambda r: r.data.metrics["test_loss"])]
+    ranked = [r.info.run_id for r in sorted(finished, key=lambda r: r.data.metrics["val_loss"])]
     runs = f"{base}/#/experiments/{eid}/runs?workflowType=machine_learning&viewStateShareKey=rnnflow-{parent_id}"
     assert f"  side by side:  {runs}\n" in output
     assert f"  loss curves:   {runs}&compareRunsMode=CHART\n" in output
@@ -183,24 +218,31 @@ def test_pipeline_run_records_parent_children_and_failures(tmp_path, mlflow_stor
     assert result.exit_code == 1, result.output
     assert "2 of 4 run(s) failed" in result.output
     assert "FAILED: " in result.output
+    assert "best first by val_loss" in result.output and "nodata (FAILED)" in result.output  # compare's table
     check_pipeline_runs(client, result.output, "exp-two")
     assert "see them in the MLflow UI (start it with: rnnflow ui):\n" in result.output
 
     parent_id = result.output.split("parent run id: ")[1].split()[0]
-    table = CliRunner().invoke(main, ["compare", "--parent", parent_id])
+    table = CliRunner().invoke(main, ["compare", "--parent", parent_id], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     lines = table.output.splitlines()
-    assert lines[0].split()[:3] == ["run", "run_id", "status"] and "model.cells.0.type" in lines[0]
-    assert "test_loss" in lines[0]
+    header = next(line for line in lines if line.startswith("run "))
+    assert "model.cells.0.type" in header.split() and "test_loss" in header.split(), header
+    assert "forget_bias" not in header and "reset_after" not in header
     as_json = json.loads(CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "json"]).output)
     finished = [r for r in as_json if r["status"] == "FINISHED"]
-    assert [r["test_loss"] for r in finished] == sorted(r["test_loss"] for r in finished)
-    assert "model.cells.0.type" in as_json[0]  # differs between the children
+    assert [r["val_loss"] for r in finished] == sorted(r["val_loss"] for r in finished)  # the default: val
+    assert "model.cells.0.type" in as_json[0]  # the grid varies it
     assert not any(k.startswith("Varied/") for k in as_json[0])  # the same setting, logged again for MLflow
     assert "seed" not in as_json[0] and "description" not in as_json[0]  # the same, or not a setting
-    assert "learning_rate" not in " ".join(as_json[0])  # equal everywhere: not a differing param
+    assert "train.learning_rate" not in as_json[0]  # equal everywhere: not a differing param
+    # The MNIST child failed before training: it joins the table with its status, not a task of its own.
+    assert {r["run"]: r["status"] for r in as_json}["nodata"] == "FAILED"
     csv_out = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--format", "csv"]).output
-    assert csv_out.splitlines()[0].startswith("run,run_id,status")
+    header = csv_out.splitlines()[0].split(",")
+    assert header[:3] == ["group", "run", "rank"] and header[-2:] == ["status", "run_id"]
+    # What the overrides vary: the cell type (grid) and the broken child's step; nothing else.
+    assert [h for h in header if "." in h] == ["evaluate.steps.0.type", "model.cells.0.type"]
     bad = CliRunner().invoke(main, ["compare", "--parent", parent_id, "--metric", "nope"])
     assert bad.exit_code == 1 and "no run has the metric 'nope'" in bad.output
 
@@ -234,7 +276,7 @@ def test_pipeline_against_a_real_mlflow_server(tmp_path, mlflow_server):
     assert result.exit_code == 1, result.output
     client = MlflowClient(mlflow_server)
     check_pipeline_runs(client, result.output, "exp-server", base=mlflow_server)
-    assert f"see them in the MLflow UI:\n" in result.output  # a server has its UI: nothing to start
+    assert "see them in the MLflow UI:\n" in result.output  # a server has its UI: nothing to start
     # The artifacts really went through the server into its artifact folder.
     stored = list((tmp_path / "server0" / "artifacts").rglob("predictions.csv"))
     assert len(stored) >= 2
@@ -280,13 +322,15 @@ def test_ctrl_c_stops_the_whole_pipeline(tmp_path, mlflow_store, client, monkeyp
 
 def test_table_rows_stay_on_one_line_each():
     """A folded `description: >` ends with a line break; in a compared param it broke the table."""
-    from rnnflow.compare import render
+    from rnnflow.compare import Group, _fit
 
-    header = ["run", "description", "test_loss"]
-    rows = [["a", "One layer.\nTrained on a window.\n", 0.5], ["b", "", 0.25]]
-    lines = render(header, rows, "table").splitlines()
+    group = Group("sine, mse loss", "test_loss", False, ["description"], ["test_loss"],
+                  [{"run": "a", "description": "One layer.\nTrained on a window.\n", "test_loss": 0.5,
+                    "status": "FINISHED", "run_id": "1"},
+                   {"run": "b", "description": "", "test_loss": 0.25, "status": "FINISHED", "run_id": "2"}])
+    lines = _fit(group, 200)
     assert len(lines) == 3
-    assert lines[1].split() == ["a", "One", "layer.", "Trained", "on", "a", "window.", "0.5"]
+    assert lines[1].split() == ["a", "One", "layer.", "Trained", "on", "a", "window.", "0.5", "1"]
     assert [line.index("test_loss") for line in lines[:1]] == [lines[2].index("0.25")]
 
 
@@ -306,3 +350,18 @@ def test_unreachable_server_fails_fast_when_looking_at_runs(mlflow_store, comman
         assert time.time() - started < 30
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_summary_shows_the_best_validation_metric_and_why_training_stopped():
+    from rnnflow.pipeline import ChildOutcome, format_table, summary_rows
+
+    outcomes = [ChildOutcome("a", "id1", "FINISHED", {"val_loss": 0.5, "best_val_loss": 0.4, "best_iteration": 300.0,
+                                                      "test_loss": 0.6, "ms_per_iteration": 2.0},
+                             stop_reason="early_stopping"),
+                ChildOutcome("b", None, "FAILED", {}, "boom")]
+    header, rows = summary_rows(outcomes)
+    assert header == ["run", "status", "test_loss", "val_loss", "best_val_loss", "best_iteration", "stop_reason",
+                      "ms_per_iteration", "run_id"]
+    lines = format_table(header, rows).splitlines()
+    assert lines[1].split() == ["a", "FINISHED", "0.6", "0.5", "0.4", "300", "early_stopping", "2", "id1"]
+    assert lines[2].split() == ["b", "FAILED"]

@@ -146,7 +146,7 @@ def test_mnist_classifier_learns_real_digits(mlflow_store):
     from rnnflow.runner import run
 
     result = run(SPECS / "mnist_classifier.yaml", [f"data.path={REAL_MNIST}", "train.epochs=null",
-                                                   "train.iterations=300", "evaluate.every_epoch=false"])
+                                                   "train.iterations=300"])
     assert result.metrics["test_accuracy"] > 0.85, result.metrics
 
 
@@ -161,6 +161,42 @@ def test_creative_rnn_generates_from_zeros_and_from_an_instance(run_spec, client
         if name == "generated_from_zeros":
             assert all(float(r["value"]) == 0.0 for r in seed)
         assert artifact(client, result.run_id, f"{name}.png", tmp_path).stat().st_size > 1000
+
+
+def test_generation_seeded_from_a_test_window_says_so_and_draws_the_true_continuation(tmp_path, monkeypatch):
+    """It seeded from training window 0 while the title said 'instance'; no truth, no y label."""
+    from rnnflow import plots
+    from rnnflow.data.sine import series
+    from rnnflow.steps import StepContext
+
+    spec, data, built = load("gru_forecast", ["data.train_windows=4", "data.eval_windows=2",
+                                              "model.cells[0].units=4"])
+    step = next(s for s in spec.evaluate.steps if s.type == "generate").model_copy(update={"length": 6})
+    drawn = {}
+    monkeypatch.setattr(plots, "generated", lambda *args, **kwargs: drawn.update(kwargs, args=args) or args[2])
+    context = StepContext(built=built, data=data, out_dir=tmp_path, seed=spec.seed, predict=built.predict,
+                          metrics={}, source=spec.data)
+    step.run(context)
+    rows = list(csv.DictReader((tmp_path / "generate.csv").open()))
+    seed_rows, generated = rows[:20], rows[20:]
+    window_time = data.test.time[0]  # the plotted window, which starts at t = 12.2
+    assert [float(r["value"]) for r in seed_rows] == pytest.approx(data.test.x[0, :, 0].tolist())
+    assert [float(r["time"]) for r in seed_rows] == pytest.approx((window_time - 0.1).tolist())
+    times = [float(r["time"]) for r in generated]
+    assert times == pytest.approx(window_time[-1] + 0.1 * np.arange(6))  # the first point follows the window
+    assert [float(r["truth"]) for r in generated] == pytest.approx(series("sine_mix", times).tolist(), abs=1e-6)
+    assert drawn["title"] == "6 steps generated from test window 0 (t = 12.2 to 14.1)"
+    assert drawn["ylabel"] == "x(t) = t*sin(t)/3 + 2*sin(5t)"
+    np.testing.assert_allclose(drawn["truth"][:, 0], series("sine_mix", times), atol=1e-6)
+
+
+def test_generate_plot_draws_seed_generation_and_truth(tmp_path):
+    from rnnflow import plots
+
+    seed = np.sin(np.linspace(0, 2, 20))[:, None]
+    path = plots.generated(seed, seed[:5], tmp_path / "g.png", title="t", seed_time=np.linspace(0, 2, 20),
+                           time=np.linspace(2.1, 2.5, 5), truth=seed[:5], ylabel="x(t) = sin(t)")
+    assert path.stat().st_size > 1000
 
 
 def test_generation_feeds_predictions_back():

@@ -45,3 +45,16 @@ def parse_path(text: str) -> KeyPath:
         parts.append(match.group(1))
         parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
     return tuple(parts)
+
+
+def shortest_endings(paths: list[KeyPath]) -> list[KeyPath]:
+    """Each path cut to its shortest ending that no other path shares, never starting at an index:
+    ('type',) for model.cells[0].type alone; ('cells', 0, 'type') and ('cells', 1, 'type') for two."""
+    endings = []
+    for path in paths:
+        size = 1
+        while size < len(path) and (sum(1 for other in paths if other[-size:] == path[-size:]) > 1
+                                    or isinstance(path[-size], int)):
+            size += 1
+        endings.append(path[-size:])
+    return endings

@@ -121,6 +121,13 @@ class CellSpec(Section):
     kernel_initializer: Initializer = Field("glorot_uniform", description="Initializer of input weights.")
     recurrent_initializer: Initializer = Field("orthogonal", description="Initializer of recurrent weights.")
     wrappers: list[WrapperSpec] = Field(default_factory=list, description="Dropout/device wrappers.")
+    bidirectional: bool = Field(
+        False, description="Run each layer over the sequence both ways (Keras Bidirectional); with lengths "
+        "the backward direction starts at each sequence's last valid step, as TF1's bidirectional_dynamic_rnn."
+    )
+    merge_mode: Literal["concat", "sum", "ave", "mul"] = Field(
+        "concat", description="How a bidirectional layer merges its two directions (concat doubles the units)."
+    )
 
     @pydantic.model_validator(mode="after")
     def _check_wrappers(self) -> "CellSpec":
@@ -229,8 +236,10 @@ class ModelSpec(Section):
         "dominates, e.g. long sequences in small batches). Layers scan cannot run use Keras' loop "
         "(rnnflow show says why).",
     )
-    output: Literal["sequence", "last"] = Field(
-        "sequence", description="Predict at every step (sequence) or from the final output (last)."
+    output: Literal["sequence", "last", "mean"] = Field(
+        "sequence",
+        description="Predict at every step (sequence), from the final output (last: the last valid "
+        "step's), or from the mean of the outputs over the valid steps (mean).",
     )
     projection: ProjectionSpec | None = Field(
         default_factory=ProjectionSpec, description="Output projection; null for the raw cell outputs."
@@ -245,6 +254,9 @@ class ModelSpec(Section):
     def _check_loop(self) -> "ModelSpec":
         if self.loop == "scan" and self.unroll:
             raise at("loop", "scan is a dynamic loop; it cannot be combined with unroll: true")
+        if self.projection is not None and self.projection.mode == "per_step" and self.cells[-1].bidirectional:
+            raise at("projection.mode", "a per_step projection runs inside one direction's loop; the top "
+                     "layer is bidirectional, so project its merged outputs with mode: stacked")
         return self
 
     @property

@@ -39,7 +39,7 @@ from rnnflow.spec.base import NAME_PATTERN, Section, at, json_schema
 from rnnflow.spec.search import SearchSpec
 from rnnflow.spec.spec import Spec, spec_from_document
 from rnnflow.spec.validate import validate_named
-from rnnflow.spec.keypath import KeyPath, format_path, parse_path
+from rnnflow.spec.keypath import KeyPath, format_path, parse_path, shortest_endings
 from rnnflow.spec.overrides import apply_overrides, set_path
 from rnnflow.spec.yamlio import Document, Position, load_yaml
 
@@ -341,7 +341,8 @@ def _child(pipeline: Pipeline, doc: Document, index: int, entry: RunEntry, spec_
         set_path(spec_doc, ("tracking", "tracking_uri"), pipeline.tracking_uri, here)
     base_name = _base_name(entry, spec_doc, spec_path)
     if label is None:
-        label = ",".join(f"{parse_path(k)[-1]}={_value_text(v)}" for k, v in varied.items())
+        shorts = shortest_endings([parse_path(k) for k in varied])  # cells[0].units and projection.units stay apart
+        label = ",".join(f"{format_path(short)}={_value_text(v)}" for short, v in zip(shorts, varied.values()))
     name = f"{base_name}[{label}]" if label else str(base_name)
     set_path(spec_doc, ("tracking", "run_name"), name, here)
     try:

@@ -36,6 +36,14 @@ class Registry:
         self._classes[name] = cls
         return cls
 
+    def name_of(self, cls: type) -> str | None:
+        """The `type:` name `cls` is registered under, or None when it is not one of this kind."""
+        return next((name for name, known in self._classes.items() if known is cls), None)
+
+    def owners(self, key: str) -> list[str]:
+        """The names of the registered classes that have the key `key`, in registration order."""
+        return [name for name, cls in self._classes.items() if key in cls.model_fields]
+
     def names(self) -> list[str]:
         """The registered names, in registration order."""
         return list(self._classes)
@@ -59,3 +67,5 @@ WRAPPERS = Registry("wrapper")
 SOURCES = Registry("data source")
 STEPS = Registry("step")
 DIMENSIONS = Registry("search space type")
+SCHEDULES = Registry("learning-rate schedule")
+REGISTRIES = (CELLS, WRAPPERS, SOURCES, STEPS, SCHEDULES, DIMENSIONS)

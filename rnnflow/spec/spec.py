@@ -12,12 +12,14 @@ import rnnflow.data  # noqa: F401  (registers the data sources)
 from rnnflow.spec.registry import SOURCES
 from rnnflow.errors import SpecError, SpecIssue
 from rnnflow.spec.base import NAME_PATTERN, Section, at, json_schema
+from rnnflow.spec.controls import AnyScheduleSpec, ConstantSchedule, EarlyStoppingSpec
 from rnnflow.spec.model import ModelSpec
 from rnnflow.spec.validate import validate_named
 from rnnflow.spec.overrides import apply_overrides
 from rnnflow.spec.yamlio import Document, load_yaml, parse_yaml
 from rnnflow.steps import AnyStepSpec, PredictionsStep
 
+_BOTH_SCHEDULES = "give iterations or epochs, not both"
 _TAG_KEY = re.compile(r"^[\w\-. /]{1,250}$")
 
 LOSSES = {
@@ -107,14 +109,27 @@ class TrainSpec(Section):
     steps_per_execution: int | None = Field(
         None, gt=0, le=100_000, description="Gradient steps per compiled call (default: chosen by rnnflow)."
     )
+    schedule: AnyScheduleSpec = Field(  # type: ignore[valid-type]
+        default_factory=ConstantSchedule,
+        description="The learning rate over training: constant, exponential, step, cosine, plateau or "
+        "one_cycle, each with an optional linear warm-up.",
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None, description="Stop when a validation metric stops improving; keep the best weights."
+    )
+    max_minutes: float | None = Field(
+        None, gt=0, le=10_000_000,
+        description="Stop cleanly after this many minutes of training (summed over the sessions of a "
+        "resumed run); the run still finishes and says why it stopped.",
+    )
     distribute: DistributeSpec | None = Field(
         None, description="Train on several devices or processes: {strategy: mirrored} or {strategy: multi_worker}."
     )
 
     @pydantic.model_validator(mode="after")
-    def _schedule(self) -> "TrainSpec":
+    def _budget(self) -> "TrainSpec":
         if self.iterations is not None and self.epochs is not None:
-            raise at("epochs", "give iterations or epochs, not both")
+            raise at("epochs", _BOTH_SCHEDULES)
         if isinstance(self.validation, float) and not 0 < self.validation < 1:
             raise at("validation", f"a fraction is between 0 and 1 (got {self.validation}); "
                      "a count of sequences is an integer")
@@ -124,14 +139,41 @@ class TrainSpec(Section):
         if replicas and self.batch_size % replicas:
             raise at("batch_size", f"{self.batch_size} sequences do not split evenly over the {replicas} replicas "
                      "of train.distribute (batch_size is the global batch)")
+        if self.distribute is not None and self.distribute.strategy == "multi_worker":
+            # Each worker would decide alone (on its own clock, or its own evaluation); one that stops
+            # while the others go on leaves them waiting in a collective for ever.
+            for key, what in (("max_minutes", "the time budget"), ("early_stopping", "early stopping")):
+                if getattr(self, key) is not None:
+                    raise at(key, f"{what} is not available under strategy multi_worker: every worker would "
+                             "decide alone when to stop, and a worker that stops while the others go on leaves "
+                             "them waiting; leave it out, or use strategy mirrored")
+            if self.schedule.type == "plateau":
+                raise at("schedule.type", "plateau is not available under strategy multi_worker: every worker "
+                         "would lower its learning rate on its own evaluation; use another schedule, or strategy "
+                         "mirrored")
+        names = self.metric_names
+        for key, control in (("early_stopping", self.early_stopping), ("schedule", self.schedule)):
+            monitor = getattr(control, "monitor", None)
+            if monitor is not None and monitor[len("val_"):] not in names:
+                raise at(f"{key}.monitor", f"{monitor} is not logged here; the validation metrics are "
+                         + ", ".join(f"val_{n}" for n in names))
+        kind, count = self.budget
+        if kind == "iterations" and self.schedule.warmup >= count:
+            raise at("schedule.warmup", f"{self.schedule.warmup} iterations of warm-up leave nothing of the "
+                     f"{count} iterations of the run")
         return self
 
     @property
-    def schedule(self) -> tuple[str, int]:
-        """('iterations', n) or ('epochs', n)."""
+    def budget(self) -> tuple[str, int]:
+        """('iterations', n) or ('epochs', n): how long training runs unless something stops it."""
         if self.epochs is not None:
             return "epochs", self.epochs
         return "iterations", self.iterations or 1000
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The names of the loss and metrics measured on each split (`val_` + name is logged)."""
+        return ["loss", *(f"top_{self.top_k}_accuracy" if m == "top_k_accuracy" else m for m in self.metrics)]
 
 
 class EvaluateSpec(Section):
@@ -209,11 +251,11 @@ class Spec(Section):
                     raise at(f"train.metrics[{i}]", f"{metric} is a {METRICS[metric]} metric, but the "
                              f"{self.data.type} source is a {task} task")
         if sequence_targets is not None and self.data.has_targets:
-            wanted = "sequence" if sequence_targets else "last"
-            if self.model.output != wanted:
+            wanted = ("sequence",) if sequence_targets else ("last", "mean")
+            if self.model.output not in wanted:
                 per = "every step" if sequence_targets else "each sequence"
                 raise at("model.output", f"the {self.data.type} source has a target for {per}; "
-                         f"use output: {wanted}")
+                         f"use output: {' or '.join(wanted)}")
         if self.train is not None and self.train.distribute is not None:
             placed = [i for i, cell in enumerate(self.model.cells) if cell.wrapper("device") is not None]
             if placed:
@@ -233,6 +275,8 @@ class Spec(Section):
                 raise at("train.validation", f"the {self.data.type} source splits off validation data "
                          "itself; use train.validation: source (or leave it out)")
         splits = self.split_names
+        if self.train is not None:
+            self._check_monitors(splits)
         for i, step in enumerate(self.evaluate.steps):
             try:
                 step.check(task, sequence_targets)
@@ -242,6 +286,21 @@ class Spec(Section):
                 raise at(f"evaluate.steps[{i}].split", f"there is no {step.split} split here (there are: "
                          f"{', '.join(splits)}); set train.validation for a validation split")
         return self
+
+    def _check_monitors(self, splits: tuple[str, ...]) -> None:
+        """Early stopping and `plateau` watch a validation metric at each evaluation during training."""
+        train = self.train
+        for key, control in (("early_stopping", train.early_stopping), ("schedule", train.schedule)):
+            monitor = getattr(control, "monitor", None)
+            if monitor is None:
+                continue
+            what = "early stopping" if key == "early_stopping" else "the plateau schedule"
+            if "val" not in splits:
+                raise at(f"train.{key}.monitor", f"{what} watches {monitor}, but there is no validation split "
+                         "(the test split never chooses anything); set train.validation, e.g. 0.1")
+            if self.evaluate.every is None and not self.evaluate.every_epoch:
+                raise at(f"train.{key}", f"{what} counts evaluations during training, and there are none; "
+                         "set evaluate.every (iterations) or evaluate.every_epoch: true")
 
     @property
     def split_names(self) -> tuple[str, ...]:
@@ -303,11 +362,32 @@ def spec_from_document(doc: Document, overrides: list[str] | tuple[str, ...] = (
     try:
         spec = validate_named(doc, Spec, what="spec")
     except SpecError as error:
-        raise SpecError(unapplied + error.issues) from None
+        raise SpecError(unapplied + [_schedule_hint(issue, doc) for issue in error.issues]) from None
     if unapplied:
         raise SpecError(unapplied)
     spec._document = doc
     return spec
+
+
+def _schedule_hint(issue: SpecIssue, doc: Document) -> SpecIssue:
+    """Iterations and epochs both given because an override set one on a spec that has the other:
+    point at the override and say how to clear the other (`--set train.iterations=null`)."""
+    if issue.path != "train.epochs" or issue.message != _BOTH_SCHEDULES:
+        return issue
+    where = {key: doc.position(("train", key), key=True) for key in ("iterations", "epochs")}
+    from_file = [key for key, position in where.items() if position.source == doc.source]
+    if len(from_file) != 1:
+        return issue  # both in the file, or both overridden: nothing to add
+    other = from_file[0]
+    key = "epochs" if other == "iterations" else "iterations"
+    override = where[key]
+    if override.source.startswith("--set"):
+        clear = f"--set train.{other}=null"
+    else:  # a pipeline's set or grid
+        clear = f"train.{other}: null beside it"
+    return SpecIssue(override.source, override.line, override.column, f"train.{key}",
+                     f"{_BOTH_SCHEDULES}: {doc.source} sets train.{other} (line {where[other].line}); "
+                     f"to train by {key} instead, add {clear}")
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:

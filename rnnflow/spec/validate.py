@@ -162,6 +162,20 @@ def _suggest(word: str, options: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _key_of_other_types(key: str, classes: list[type]) -> str | None:
+    """'forget_bias is a key of lstm and peephole_lstm cells, not gru' when `key` belongs to other
+    types of the same kind (a did-you-mean would suggest a key of this type that merely looks alike)."""
+    from rnnflow.spec.registry import REGISTRIES
+
+    for registry in REGISTRIES:
+        own = [name for name in (registry.name_of(c) for c in classes) if name]
+        owners = [name for name in registry.owners(key) if name not in own] if own else []
+        if owners:
+            listed = ", ".join(owners[:-1]) + f" and {owners[-1]}" if len(owners) > 1 else owners[0]
+            return f"{key} is a key of {listed} {registry.kind}s, not {' or '.join(own)}"
+    return None
+
+
 _TYPE_NAMES = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
     "float_type": "a number", "float_parsing": "a number",
@@ -184,6 +198,9 @@ def _message(error: dict, classes_parent: list[type], key: str | int | None) -> 
         }[kind]
         return f"must be {words[0]} {ctx.get(words[1])} (got {_show(value)})"
     if kind == "extra_forbidden":
+        elsewhere = _key_of_other_types(str(key), classes_parent)
+        if elsewhere:
+            return f"unknown key '{key}': {elsewhere}"
         options = sorted({k for c in classes_parent for k in c.model_fields})
         return f"unknown key '{key}'{_suggest(str(key), options)}"
     if kind == "missing":

@@ -159,6 +159,56 @@ def _copy_data(value: Any) -> Any:
     return value
 
 
+_KEY_LINE = re.compile(r"""^(?P<key>"[^"]*"|'[^']*'|[^\s#'"\[\]{},:&*!|>%@`-][^:#]*?|-[^\s:#][^:#]*?)\s*:(\s|$)""")
+
+
+def path_near(text: str, line: int, column: int) -> KeyPath:
+    """The key path of the block around (`line`, `column`) (0-based), read from the indentation
+    of the lines above it: for syntax errors, where no parsed tree exists to ask.
+
+    A best effort from the text alone (block style; flow collections and multi-line scalars are
+    read as far as their first line says).
+    """
+    lines = text.splitlines()
+    path: list[str | int] = []
+    limit = column
+    dash_column = None  # a list's key may stand in the column of its '- ' ("indentless" list)
+    for index in range(min(line, len(lines) - 1), -1, -1):
+        content = lines[index]
+        if index == line:
+            content = content[:column]  # the problem's own line counts up to the problem
+        stripped = content.lstrip(" ")
+        indent = len(content) - len(stripped)
+        if not stripped or stripped.startswith("#"):
+            continue
+        is_item = stripped.startswith("- ") or stripped == "-"
+        key = None if is_item else _KEY_LINE.match(stripped)
+        if indent == dash_column and key is not None:
+            pass  # the key of a list written in the column of its own '- ' (allowed in YAML)
+        elif indent >= limit or (not is_item and key is None):
+            continue  # deeper or beside the problem, a continued scalar, a flow collection's line
+        path.append(_item_index(lines, index, indent) if is_item else key["key"].strip("'\""))
+        dash_column = indent if is_item else None
+        limit = indent
+        if limit == 0 and dash_column is None:
+            break
+    return tuple(reversed(path))
+
+
+def _item_index(lines: list[str], index: int, indent: int) -> int:
+    """Which item of its list the `- ` on line `index` (at `indent`) starts."""
+    count = 0
+    for above in range(index - 1, -1, -1):
+        stripped = lines[above].lstrip(" ")
+        depth = len(lines[above]) - len(stripped)
+        if not stripped or stripped.startswith("#") or depth > indent:
+            continue
+        if depth < indent or not (stripped.startswith("- ") or stripped == "-"):
+            break
+        count += 1
+    return count
+
+
 def _issue(source: str, mark: Any, message: str, path: KeyPath = ()) -> SpecIssue:
     line = mark.line + 1 if mark is not None else None
     column = mark.column + 1 if mark is not None else None
@@ -185,7 +235,18 @@ def _syntax_message(error: yaml.MarkedYAMLError) -> str:
     if context == "while parsing a block mapping" and problem.startswith("expected <block end>"):
         if "'-'" in problem:
             return "YAML syntax error: a list item ('- ') where a key was expected; check the indentation"
-        return "YAML syntax error: this line is indented differently from the keys above it"
+        return ("YAML syntax error: this line is indented differently from the keys above it "
+                "(YAML nests by indentation: the keys of one mapping start in the same column)")
+    if context == "while parsing a block collection" and problem.startswith("expected <block end>"):
+        # PyYAML: "expected <block end>, but found '?'" (a key in the column of the list's dashes)
+        # or "... '<block mapping start>'" (a key deeper than the dash, shallower than the item's keys).
+        if "'?'" in problem:
+            return ("YAML syntax error: a key in the column of the list's '- ' (the list starts"
+                    f"{opened}): indent it like the keys of the item above it, or start a new item with '- '")
+        if "<block mapping start>" in problem:
+            return ("YAML syntax error: this line is indented differently from the keys of the list item "
+                    f"above it (the list starts{opened}); indent it exactly like them")
+        return f"YAML syntax error: the list that starts{opened} is broken here; check the indentation"
     if problem == "mapping values are not allowed here":
         return "YAML syntax error: ': ' where no key can start; quote a value that contains ': ', or fix the indentation"
     if "for merging" in problem:
@@ -398,7 +459,8 @@ def _parse(loader_class: Any, text: str, source: str, path: Path | None) -> Docu
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
-            raise SpecError([_issue(source, mark, _syntax_message(error))]) from None
+            near = path_near(text, mark.line, mark.column) if mark is not None else ()
+            raise SpecError([_issue(source, mark, _syntax_message(error), near)]) from None
         except yaml.YAMLError as error:
             raise SpecError([SpecIssue(source, None, None, "", f"YAML error: {error}")]) from None
         except _TooDeep as error:

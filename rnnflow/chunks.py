@@ -1,6 +1,8 @@
-"""How many iterations a spec trains, in which chunks, and when Python looks in between.
+"""How many iterations a spec trains, in which chunks of compiled steps, and when Python looks in
+between (log points, evaluations, epoch ends).
 
-Pure arithmetic on the spec, shared by the trainer and `rnnflow show` (which must not guess).
+Pure arithmetic on the spec, shared by the trainer and `rnnflow show` (which must not guess). The
+learning rate over training is another matter: `train.schedule`, in `rnnflow.controls`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ MAX_STEPS_PER_EXECUTION = 100
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
-    """The training schedule of a spec on a training set of a given size.
+class IterationPlan:
+    """The iterations of a spec on a training set of a given size, and how they are chunked.
 
     Attributes:
         batch_size: sequences per step (the spec's, or the whole set when it is smaller).
@@ -27,8 +29,8 @@ class Schedule:
         total: gradient steps in all.
         log_every: steps between logged loss points.
         steps_per_execution: steps per call of the compiled training function.
-        stops: iterations (other than chunk ends) where Python must run between steps:
-            evaluation points and, with `evaluate.every_epoch`, epoch ends.
+        eval_every: evaluate the held-out split every this many steps (None: not by count).
+        eval_every_epoch: evaluate it at every epoch end.
     """
 
     batch_size: int
@@ -48,11 +50,17 @@ class Schedule:
             marks.append((done // self.steps_per_epoch + 1) * self.steps_per_epoch)
         return min(marks)
 
+    @property
+    def evaluates(self) -> bool:
+        """Whether the held-out split is evaluated during training at all."""
+        return bool(self.eval_every) or self.eval_every_epoch
+
     def evaluates_at(self, iteration: int) -> bool:
-        """Whether the evaluation split is evaluated after `iteration`."""
+        """Whether the held-out split is evaluated after `iteration`: every `eval_every` iterations,
+        at epoch ends (`eval_every_epoch`), and at the end of the run when either is set."""
         return bool(self.eval_every and iteration % self.eval_every == 0) or (
             self.eval_every_epoch and iteration % self.steps_per_epoch == 0
-        )
+        ) or (self.evaluates and iteration == self.total)
 
 
 def default_steps_per_execution(total: int, periods: list[int]) -> int:
@@ -65,16 +73,16 @@ def default_steps_per_execution(total: int, periods: list[int]) -> int:
     return min(MAX_STEPS_PER_EXECUTION, total)  # an awkward length: one more compile for the rest
 
 
-def plan(spec: Spec, train_size: int) -> Schedule:
-    """The schedule of `spec` (whose `train` section must not be null) on `train_size` sequences."""
+def plan_iterations(spec: Spec, train_size: int) -> IterationPlan:
+    """The iteration plan of `spec` (whose `train` section must not be null) on `train_size` sequences."""
     train = spec.train
     assert train is not None
     batch = min(train.batch_size, train_size)
     per_epoch = math.ceil(train_size / batch)
-    kind, count = train.schedule
+    kind, count = train.budget
     total = count * per_epoch if kind == "epochs" else count
     log_every = train.log_every or max(1, total // 100)
     every, every_epoch = spec.evaluate.every, spec.evaluate.every_epoch
     periods = [p for p in (every, per_epoch if every_epoch else None) if p]
     per_call = train.steps_per_execution or default_steps_per_execution(total, periods)
-    return Schedule(batch, per_epoch, total, log_every, per_call, every, every_epoch)
+    return IterationPlan(batch, per_epoch, total, log_every, per_call, every, every_epoch)
