@@ -244,7 +244,8 @@ def test_a_crashed_worker_is_recorded_failed(cluster, tmp_path, client):
     from rnnflow.pipeline import run_pipeline
 
     path = dump(tmp_path, {"name": "crash", "experiment": "exp-crash",
-                           "set": {**TINY, "train.iterations": 1_000_000, "evaluate.every": None},
+                           "set": {**TINY, "train.iterations": 1_000_000, "evaluate.every": None,
+                                   "train.early_stopping": None},
                            "runs": [{"spec": GRU}]})
     outcome: dict = {}
     driver = threading.Thread(target=lambda: outcome.update(result=run_pipeline(
@@ -252,7 +253,7 @@ def test_a_crashed_worker_is_recorded_failed(cluster, tmp_path, client):
     driver.start()
     experiment = None
     deadline = time.time() + 180
-    while time.time() < deadline:
+    while time.time() < deadline and driver.is_alive():  # a driver that ended already fails below
         experiment = experiment or client.get_experiment_by_name("exp-crash")
         running = [r for r in client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
                    if "rnnflow.pid" in r.data.tags] if experiment else []
@@ -273,7 +274,8 @@ def test_ctrl_c_kills_running_and_queued_children(tmp_path, mlflow_store, client
     """SIGINT to the CLI's process group (as a terminal sends): no run stays RUNNING or SCHEDULED,
     nothing of Ray is left, and nothing was written to ~/.ray."""
     path = dump(tmp_path, {"name": "interrupted", "experiment": "exp-ctrl-c",
-                           "set": {**TINY, "train.iterations": 1_000_000, "evaluate.every": None},
+                           "set": {**TINY, "train.iterations": 1_000_000, "evaluate.every": None,
+                                   "train.early_stopping": None},
                            "runs": [{"spec": GRU, "grid": {"seed": [1, 2, 3]}}]})
     home = tmp_path / "home"
     home.mkdir()
