@@ -338,3 +338,61 @@ def test_a_search_on_test_metrics_is_refused(tmp_path):
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 2
     assert "runs[0].search.metric: the test split is only ever reported, it never chooses anything" in result.output
+
+
+def test_the_space_types_and_tpe_draw_within_the_space():
+    """uniform, loguniform, int (with step) and choice under TPE: values in their space, the same
+    values for the same seed, and TPE (after its random start-up trials) drawing near the best."""
+    from rnnflow.search import Study
+    from rnnflow.spec.search import SearchSpec
+
+    space = {"train.dropout": {"type": "uniform", "low": 0.1, "high": 0.5},
+             "train.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+             "model.cells[0].units": {"type": "int", "low": 16, "high": 128, "step": 16},
+             "model.cells[0].type": {"type": "choice", "values": ["gru", "lstm", [1, 2]]}}
+
+    def draws(seed: int) -> list[dict]:
+        import math
+
+        study = Study(SearchSpec(space=space, metric="val_loss", mode="min", num_samples=30, algorithm="tpe",
+                                 seed=seed))
+        seen = []
+        for _ in range(30):
+            number, values = study.ask()
+            seen.append(values)
+            study.tell(number, "complete", abs(math.log10(values["train.learning_rate"]) + 2))  # best at 0.01
+        return seen
+
+    seen = draws(7)
+    for values in seen:
+        assert 0.1 <= values["train.dropout"] <= 0.5 and 1e-4 <= values["train.learning_rate"] <= 1e-1
+        assert values["model.cells[0].units"] in range(16, 129, 16)
+        assert values["model.cells[0].type"] in ("gru", "lstm", [1, 2])
+    assert draws(7) == seen
+    import math
+
+    distance = [abs(math.log10(v["train.learning_rate"]) + 2) for v in seen]
+    assert sum(distance[-10:]) < sum(distance[:10]) / 2  # the first 10 are TPE's random start-up
+
+
+def test_a_space_the_spec_refuses_is_a_spec_error(tmp_path):
+    path = dump(tmp_path, {"name": "too-small", "runs": [{"spec": GRU, "set": TINY, "search": {
+        "space": {"model.cells[0].units": {"type": "int", "low": 0, "high": 16}},
+        "metric": "val_loss", "mode": "min", "num_samples": 2}}]})
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "model.cells[0].units: must be greater than 0 (got 0) (run gru_forecast[units=0]" in result.output
+
+
+def test_resources_per_entry_and_for_all(tmp_path, mlflow_store):
+    """An entry's resources replace the pipeline's; one process (serial) cannot pin two thread settings."""
+    from rnnflow.spec.pipeline import load_plan
+
+    body = {"name": "sizes", "experiment": "exp-sizes", "set": TINY, "resources": {"cpus": 1},
+            "runs": [{"spec": GRU}, {"spec": GRU, "name": "wide", "resources": {"cpus": 2, "gpus": 0}}]}
+    plan = load_plan(dump(tmp_path, body))
+    assert [(c.name, c.resources.cpus) for c in plan.children] == [("gru_forecast", 1), ("wide", 2)]
+    result = CliRunner().invoke(main, ["pipeline", "run", str(dump(tmp_path, body)), "-q"])
+    assert result.exit_code == 1
+    assert "the runs ask for 1 and 2 CPUs (resources.cpus): make them the same, or use --executor ray" in \
+        result.output
