@@ -42,7 +42,7 @@ DEFAULT_OUT = _harness.HERE / "results"
 
 # specs/gru_forecast.yaml before the training controls: what `rnnflow run specs/gru_forecast.yaml`
 # trained until then (2500 iterations at 0.003, every window trained on, no evaluation during training).
-GRU_TODAY = ["train.iterations=2500", "train.validation=null", "train.early_stopping=null",
+GRU_TODAY = ["train.iterations=2500", "train.learning_rate=0.003", "train.validation=null", "train.early_stopping=null",
              "train.schedule={type: constant}", "evaluate.every=null"]
 
 WORKLOADS = {

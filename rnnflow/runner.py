@@ -398,8 +398,8 @@ class _Run:
             for which, split in data.splits().items():
                 metrics.update({f"{which}_{k}": v for k, v in evaluate(built, split, spec.train).items()})
         stamp = None
-        if result is not None and result.restored_from is not None:
-            # The best evaluation's weights, not the last step's: every final value is logged, later
+        if result is not None and result.restored_from not in (None, iterations):
+            # An earlier evaluation's weights, not the last step's: every final value is logged, later
             # than the last evaluation at the same step, so that MLflow shows it as the run's value.
             already: dict[str, Any] = {}
             stamp = self.metrics_logger.last_timestamp + 1

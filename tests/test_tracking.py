@@ -66,21 +66,21 @@ def test_final_metrics_are_linked_to_the_logged_model(mlflow_store, client):
     """search_logged_models showed metrics: [] for every model."""
     from rnnflow.runner import run
 
-    # The trainer evaluates the test split at the last step itself (evaluate.every): those points
-    # are linked as logged, not logged again.
+    # The trainer evaluates the held-out split at the last step itself (evaluate.every): those
+    # points are linked as logged, not logged again.
     result = run(GRU, [*TINY_GRU, "evaluate.every=3", "tracking.experiment=linked"])
     recorded = client.get_run(result.run_id)
     [model] = client.search_logged_models([recorded.info.experiment_id],
                                           filter_string=f"source_run_id = '{result.run_id}'")
     linked = {m.key: m.value for m in model.metrics}
-    final = {k: v for k, v in recorded.data.metrics.items() if k != "loss"}
+    final = {k: v for k, v in recorded.data.metrics.items() if k not in ("loss", "learning_rate")}  # curves
     assert set(final) >= {"train_loss", "train_mse", "test_loss", "test_mae", "train_seconds", "ms_per_iteration"}
     assert linked == final
     assert {m.step for m in model.metrics} == {6}
-    for key in ("test_loss", "train_loss"):  # linking logged no second point at the last step
+    for key in ("val_loss", "train_loss"):  # linking logged no second point at the last step
         history = client.get_metric_history(result.run_id, key)
         assert [m.value for m in history if m.step == 6] == [final[key]]
-    assert [m.step for m in client.get_metric_history(result.run_id, "test_loss")] == [3, 6]
+    assert [m.step for m in client.get_metric_history(result.run_id, "val_loss")] == [3, 6]
 
 
 # --- a logged model serves ---
@@ -250,8 +250,9 @@ def check_complete(client, run_id: str, total: int, reference: dict | None = Non
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run_id, "loss")] == list(range(1, total + 1))
-    assert [m.step for m in client.get_metric_history(run_id, "test_loss")] == [10, 20, 30]
-    final = {k: v for k, v in run.data.metrics.items() if k.startswith(("train_", "test_")) and k != "train_seconds"}
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [10, 20, 30]
+    final = {k: v for k, v in run.data.metrics.items()
+             if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"}
     if reference is not None:
         assert final == reference
     assert {"predictions.csv", "loss.png", "spec"} <= {a.path for a in client.list_artifacts(run_id)}
