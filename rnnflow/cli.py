@@ -178,33 +178,57 @@ def show(spec_file: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--resume", metavar="RUN_ID", help="Continue an interrupted run from its checkpoint.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train on N processes of this machine (train.distribute: multi_worker), one MLflow run.")
 @user_errors
-def run(spec_file: Path | None, overrides: tuple[str, ...], quiet: bool, resume: str | None) -> None:
+def run(spec_file: Path | None, overrides: tuple[str, ...], quiet: bool, resume: str | None,
+        workers: int | None) -> None:
     """Train and evaluate SPEC_FILE and record the run in MLflow; print the run id."""
     if (spec_file is None) == (resume is None):
         raise click.UsageError("give a SPEC_FILE, or --resume RUN_ID (not both)")
     if resume and overrides:
         raise click.UsageError("--set cannot change a resumed run")
+    if workers is not None:
+        if resume:
+            raise click.UsageError("--workers starts a new run; it cannot resume one")
+        from rnnflow.launch import launch
+
+        recorded = launch(spec_file, overrides, workers, quiet=quiet, echo=click.echo)
+        click.echo(f"run id: {recorded.info.run_id}")
+        _print_metrics(recorded.data.metrics)
+        from mlflow.tracking import MlflowClient
+
+        _print_where(MlflowClient().tracking_uri, recorded.info.experiment_id, recorded.info.run_id)
+        return
     from rnnflow.runner import run as run_spec
 
     result = run_spec(spec_file, overrides, quiet=quiet, resume=resume)
+    if not result.run_id:
+        return  # a worker of a multi-worker run other than the chief: the chief reports
     _print_result(result)
 
 
 def _print_result(result) -> None:
     click.echo(f"run id: {result.run_id}")
-    shown = {k: v for k, v in result.metrics.items()
-             if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"}
-    if shown:
-        click.echo("metrics: " + "  ".join(f"{k} {v:.5g}" for k, v in sorted(shown.items())))
+    _print_metrics(result.metrics)
     if result.stop_reason is not None:
         click.echo(f"training stopped: {result.stop_reason} at iteration {result.iterations}; "
                    f"the model has the {result.weights.replace('@', ' weights, from ')}")
+    _print_where(result.tracking_uri, result.experiment_id, result.run_id)
+
+
+def _print_where(tracking_uri: str, experiment_id: str, run_id: str) -> None:
     from rnnflow import ui
 
-    click.echo(f"recorded in {result.tracking_uri} (experiment id {result.experiment_id})")
-    url = ui.run_url(ui.base_url(result.tracking_uri), result.experiment_id, result.run_id)
-    click.echo(f"see it {ui.where(result.tracking_uri)}: {url}")
+    click.echo(f"recorded in {tracking_uri} (experiment id {experiment_id})")
+    url = ui.run_url(ui.base_url(tracking_uri), experiment_id, run_id)
+    click.echo(f"see it {ui.where(tracking_uri)}: {url}")
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    shown = {k: v for k, v in metrics.items() if k.startswith(("train_", "val_", "test_")) and k != "train_seconds"}
+    if shown:
+        click.echo("metrics: " + "  ".join(f"{k} {v:.5g}" for k, v in sorted(shown.items())))
 
 
 @main.command()
@@ -240,24 +264,42 @@ def pipeline() -> None:
               help="Override a value in every run's spec (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Validate every run and list them; train nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--executor", type=click.Choice(["serial", "ray"]), default="serial", show_default=True,
+              help="serial: one run after another in this process; ray: in parallel as Ray tasks.")
+@click.option("--address", default=None, metavar="ADDR",
+              help="With --executor ray: the Ray cluster to run on (default: a local one for this pipeline).")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --executor ray: at most N runs at once (default: as many as the cluster's CPUs hold).")
 @user_errors
-def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool) -> None:
+def pipeline_run(pipeline_file: Path, overrides: tuple[str, ...], dry_run: bool, quiet: bool, executor: str,
+                 address: str | None, max_parallel: int | None) -> None:
     """Run every entry of PIPELINE_FILE as a child of one parent MLflow run.
 
     Every resolved spec is validated first. A failing run is recorded FAILED and the others
-    still run; the command then exits 1. The parent run gets a summary and overlay plots.
+    still run; the command then exits 1. The parent run gets a summary and overlay plots; for a
+    search, also the best trial and its values.
     """
-    from rnnflow.spec.pipeline import load_pipeline
+    from rnnflow.spec.pipeline import load_plan
 
-    spec_pipeline, children = load_pipeline(pipeline_file, overrides)
+    plan = load_plan(pipeline_file, overrides)
+    spec_pipeline, children = plan.pipeline, plan.children
     if dry_run:
-        click.echo(f"{spec_pipeline.name}: {len(children)} run(s) in experiment '{spec_pipeline.experiment}'")
+        click.echo(f"{spec_pipeline.name}: {plan.total} run(s) in experiment '{spec_pipeline.experiment}'")
         for child in children:
             click.echo(f"  {child.name}: " + (" ".join(child.overrides) or "(no overrides)"))
+        if plan.search is not None:
+            search = plan.search.search
+            scheduler = f", stopped early by {search.scheduler.type}" if search.scheduler else ""
+            click.echo(f"  {plan.search.trial_name(0)} ... {plan.search.trial_name(search.num_samples - 1)}: "
+                       f"{search.num_samples} trials of {search.algorithm} over {', '.join(search.space)}, "
+                       f"{search.mode} {search.metric}{scheduler}")
         return
+    if (address is not None or max_parallel is not None) and executor != "ray":
+        raise click.UsageError("--address and --max-parallel need --executor ray")
     from rnnflow.pipeline import run_pipeline
 
-    result = run_pipeline(pipeline_file, overrides, quiet=quiet, echo=click.echo)
+    result = run_pipeline(pipeline_file, overrides, quiet=quiet, echo=click.echo, executor=executor,
+                          address=address, max_parallel=max_parallel)
     click.echo(f"parent run id: {result.parent_run_id}")
     from rnnflow import ui
 

@@ -200,3 +200,144 @@ def plan_layers(spec: Spec, devices: set[str] | None = None) -> list[LayerPlan]:
         where = "; ".join(f"{d} (layers {', '.join(n)})" for d, n in missing.items())
         log.warning("devices not found, using default placement instead: %s", where)
     return plans
+
+
+@dataclasses.dataclass
+class DistributionPlan:
+    """How one run trains on several devices or workers (what `rnnflow show` reports).
+
+    Attributes:
+        strategy: `mirrored` or `multi_worker`.
+        devices: mirrored: the devices; multi_worker: this worker's devices.
+        workers: the cluster's worker addresses (multi_worker; one, this process, without TF_CONFIG).
+        worker_index: this process's place among the workers (0 is the chief).
+        chief: whether this process records the run (MLflow, checkpoints, the model).
+        replicas: replicas in sync: every device of every worker.
+        cpu_devices: logical CPU devices to make before TensorFlow starts (mirrored), or None.
+        global_batch: sequences per step over all replicas (`train.batch_size`).
+        per_replica_batch: sequences per step on each replica.
+        xla: how `train.jit_compile` applies, or None when it is off.
+        notes: the reasons, in words.
+    """
+
+    strategy: str
+    devices: list[str]
+    workers: list[str]
+    worker_index: int
+    chief: bool
+    replicas: int
+    cpu_devices: int | None
+    global_batch: int
+    per_replica_batch: int
+    xla: str | None
+    notes: list[str]
+
+    def lines(self) -> list[str]:
+        """The plan as `rnnflow show` prints it."""
+        where = ", ".join(self.devices)
+        if self.strategy == "mirrored":
+            head = f"distribute: mirrored (MirroredStrategy) over {self.replicas} device(s): {where}"
+        else:
+            head = (f"distribute: multi_worker (MultiWorkerMirroredStrategy) over {len(self.workers)} worker(s) "
+                    f"({', '.join(self.workers)}), {self.replicas} replica(s); this process is worker "
+                    f"{self.worker_index}{' (the chief: it records the run)' if self.chief else ''}")
+        out = [head,
+               f"  batch: {self.global_batch} sequences per step in all (train.batch_size, the global batch), "
+               f"{self.per_replica_batch} on each of the {self.replicas} replicas",
+               "  learning rate: train.learning_rate as given. The gradient is the mean over the global batch, "
+               "as on one device, so the same spec learns the same; to keep the per-replica batch when adding "
+               "replicas, raise batch_size and, by the linear scaling rule, learning_rate with it"]
+        if self.xla is not None:
+            out.append("  XLA: " + self.xla)
+        out += [f"  {note}" for note in self.notes]
+        return out
+
+
+def cluster_from_environment() -> tuple[list[str], int, bool]:
+    """(worker addresses, this process's index, whether it is the chief) from $TF_CONFIG.
+
+    The chief is the `chief` task when the cluster has one, else worker 0. Without TF_CONFIG this
+    process is the only worker, and the chief.
+
+    Raises:
+        RnnflowError: when TF_CONFIG is not valid JSON of a cluster and a task.
+    """
+    import json
+    import os
+
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return ["this process"], 0, True
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        chiefs = list(cluster.get("chief", []))
+        workers = chiefs + list(cluster.get("worker", []))
+        kind, index = task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise RnnflowError(f"TF_CONFIG is not a cluster and a task ({error}): {text[:200]}") from None
+    if kind not in ("chief", "worker"):
+        raise RnnflowError(f"TF_CONFIG task type {kind!r}: rnnflow runs chief and worker tasks only")
+    position = index if kind == "chief" else len(chiefs) + index
+    return workers, position, position == 0
+
+
+def plan_distribution(spec: Spec, train_size: int | None = None, gpus: int | None = None) -> DistributionPlan | None:
+    """How `spec` trains on several devices or workers; None when it does not ask to.
+
+    Args:
+        spec: the validated spec.
+        train_size: training sequences (the batch is at most that many); None: the spec's batch.
+        gpus: GPUs on this machine (default: what TensorFlow sees, without starting it).
+
+    Raises:
+        RnnflowError: when the global batch does not split evenly over the replicas.
+    """
+    train = spec.train
+    if train is None or train.distribute is None:
+        return None
+    distribute = train.distribute
+    if gpus is None:
+        import tensorflow as tf
+
+        gpus = len(tf.config.list_physical_devices("GPU"))  # does not start TensorFlow
+    notes: list[str] = []
+    cpu_devices = None
+    workers, index, chief = ["this process"], 0, True
+    if distribute.strategy == "mirrored":
+        if distribute.devices is not None:
+            devices = [normalize_device(d) for d in distribute.devices]
+            cpu_devices = distribute.cpu_devices
+        elif gpus:
+            devices = [f"GPU:{i}" for i in range(gpus)]
+            notes.append(f"devices: every GPU ({gpus}), the default")
+        elif distribute.cpu_devices:
+            cpu_devices = distribute.cpu_devices
+            devices = [f"CPU:{i}" for i in range(cpu_devices)]
+            notes.append(f"devices: no GPU; the CPU made into {cpu_devices} logical devices (cpu_devices), which "
+                         "share its cores: this tries mirroring, it does not speed training up")
+        else:
+            devices = ["CPU:0"]
+            notes.append("devices: no GPU and no cpu_devices: one device, nothing to mirror "
+                         "(cpu_devices: 2 splits the CPU to try it)")
+        replicas = len(devices)
+    else:
+        workers, index, chief = cluster_from_environment()
+        devices = [f"GPU:{i}" for i in range(gpus)] if gpus else ["CPU:0"]
+        replicas = len(workers) * len(devices)
+        notes.append("workers: from $TF_CONFIG" if len(workers) > 1 or workers[0] != "this process" else
+                     "workers: no $TF_CONFIG, so this process alone (rnnflow run --workers N starts N on this "
+                     "machine)")
+        notes.append("only the chief (worker 0) records the run in MLflow and writes checkpoints; every worker "
+                     "trains, and all end with the same weights (their digests are compared and recorded)")
+    batch = min(train.batch_size, train_size) if train_size else train.batch_size
+    if batch % replicas:
+        raise RnnflowError(f"a batch of {batch} sequences does not split evenly over {replicas} replicas "
+                           "(train.batch_size is the global batch; make it a multiple of the replicas)")
+    xla = None
+    if train.jit_compile:
+        xla = ("on for each replica's forward and backward pass; the optimizer's step (the all-reduce of "
+               "the gradients and the update of the variables) runs outside XLA, because the strategy keeps "
+               "a copy of every variable on each device and XLA compiles for one device")
+    return DistributionPlan(distribute.strategy, devices, workers, index, chief, replicas, cpu_devices, batch,
+                            batch // replicas, xla, notes)

@@ -29,6 +29,8 @@ from rnnflow.spec import Spec, load_spec
 log = logging.getLogger("rnnflow")
 
 CHECKPOINT_DIR = "checkpoint"
+# The run a multi-worker run's chief records into, when a launcher created it (rnnflow run --workers).
+RUN_ID_VARIABLE = "RNNFLOW_RUN_ID"
 CHECKPOINT_HOME_ENV = "RNNFLOW_CHECKPOINT_DIR"
 
 
@@ -57,6 +59,16 @@ class RunInterrupted(RnnflowError):
             f"(continue it with: rnnflow run --resume {run_id})"
         )
         self.run_id = run_id
+        self.iteration = iteration
+
+
+class RunStopped(RnnflowError):
+    """Training was stopped on purpose before its end by someone other than the user (a search's
+    scheduler); the run is recorded KILLED with tags `rnnflow.stopped_by` and `rnnflow.stopped_at`."""
+
+    def __init__(self, by: str, iteration: int, reason: str = ""):
+        super().__init__(f"stopped by the {by} at iteration {iteration}" + (f": {reason}" if reason else ""))
+        self.by = by
         self.iteration = iteration
 
 
@@ -99,6 +111,7 @@ def run(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     callbacks: list[Any] | tuple[Any, ...] = (),
+    run_id: str | None = None,
 ) -> RunResult:
     """Run a spec end to end and record it in MLflow.
 
@@ -110,6 +123,8 @@ def run(
         parent_run_id: record the run as a child of this MLflow run.
         tags: extra tags for the run.
         callbacks: extra Keras callbacks for training (called at logged iterations).
+        run_id: record into this run, which the caller created (a pipeline's driver creates its
+            children's runs); it is ended here like a run started here.
 
     Returns:
         The RunResult.
@@ -119,6 +134,7 @@ def run(
         DataError, TrackingError: a data file or the tracking store cannot be used (no run is created).
         TrainingError: training failed (the run is recorded FAILED).
         RunInterrupted: Ctrl-C (the run is recorded KILLED with a checkpoint).
+        RunStopped: a callback stopped training (the run is recorded KILLED).
     """
     # The spec first: a spec error is reported before TensorFlow (seconds to import) is loaded.
     from rnnflow.store import check_reachable, tracking_uri
@@ -139,7 +155,7 @@ def run(
         uri = tracking_uri(spec.tracking.tracking_uri)
         check_reachable(uri)
     return _Run(spec, tuple(overrides), uri, quiet, resume, resume_state, parent_run_id, tags or {},
-                list(callbacks)).execute()
+                list(callbacks), run_id).execute()
 
 
 def _load_checkpoint(run_id: str) -> tuple[Spec, dict[str, Any]]:
@@ -184,7 +200,8 @@ class _Run:
     """The state of one run while it executes (see `run`)."""
 
     def __init__(self, spec: Spec, overrides: tuple[str, ...], uri: str, quiet: bool, resume: str | None,
-                 resume_state: dict | None, parent_run_id: str | None, tags: dict[str, str], callbacks: list):
+                 resume_state: dict | None, parent_run_id: str | None, tags: dict[str, str], callbacks: list,
+                 run_id: str | None = None):
         self.spec = spec
         self.overrides = overrides
         self.uri = uri
@@ -194,6 +211,10 @@ class _Run:
         self.parent_run_id = parent_run_id
         self.tags = tags
         self.callbacks = callbacks
+        self.run_id = run_id
+        self.distribution = None
+        self.strategy = None
+        self.chief = True
         self.tracker = None
         self.trainer = None
         self.metrics_logger = None
@@ -206,14 +227,22 @@ class _Run:
         from rnnflow.train import Trainer, seed_everything
 
         spec = self.spec
-        # Everything that can fail on bad input happens before the MLflow run exists.
+        # Everything that can fail on bad input happens before the MLflow run exists. A strategy
+        # comes first: logical devices and a multi-worker cluster must be set up before TensorFlow
+        # runs anything.
+        self._distribute()
         seed_everything(spec.seed)
         data = load_data(spec)
-        built = build_model(spec, data)
-        if spec.train is not None:
-            self.trainer = Trainer(spec, built, data)
-            if self.resume_state is not None:
-                self.trainer.load_state(self.resume_state["arrays"], self.resume_state["meta"])
+        from rnnflow.distribute import scope
+
+        with scope(self.strategy):  # variables made here are mirrored on every replica
+            built = build_model(spec, data)
+            if spec.train is not None:
+                self.trainer = Trainer(spec, built, data, strategy=self.strategy)
+                if self.resume_state is not None:
+                    self.trainer.load_state(self.resume_state["arrays"], self.resume_state["meta"])
+        if not self.chief:
+            return self._worker(built)
         self.tracker = self._start()
         with tempfile.TemporaryDirectory(prefix="rnnflow-") as tmp:
             try:
@@ -235,6 +264,48 @@ class _Run:
         return result
 
     # --- phases ---
+
+    def _distribute(self) -> None:
+        """Make the strategy `train.distribute` asks for (None: one device)."""
+        from rnnflow.planner import plan_distribution
+
+        self.distribution = plan_distribution(self.spec)
+        if self.distribution is None:
+            return
+        from rnnflow.distribute import make_strategy
+
+        self.strategy = make_strategy(self.distribution)
+        self.chief = self.distribution.chief
+        if self.distribution.strategy == "multi_worker" and self.run_id is None:
+            # A launcher (rnnflow run --workers N) created the run for the chief to record into.
+            self.run_id = os.environ.get(RUN_ID_VARIABLE) or None
+
+    def _worker(self, built) -> RunResult:
+        """A worker other than the chief: it trains in step with the others and records nothing."""
+        from rnnflow.train import Interrupted
+
+        self.trainer.callbacks = []
+        try:
+            result = self.trainer.run()
+        except Interrupted as stop:
+            raise KeyboardInterrupt(f"interrupted at iteration {stop.iteration}") from None
+        self._check_replicas(built)
+        return RunResult("", "", self.uri, "FINISHED", {}, result.iterations, result.seconds, built)
+
+    def _check_replicas(self, built) -> dict[str, str]:
+        """Every replica's weights digest (all workers call this at the same point); tags for the chief."""
+        if self.strategy is None:
+            return {}
+        from rnnflow.distribute import weight_digests
+
+        digests = weight_digests(self.strategy, built.model)
+        same = len(set(digests)) == 1
+        if not same:
+            log.warning("the replicas ended with different weights: %s", ", ".join(digests))
+        plan = self.distribution
+        return {"rnnflow.distribute.strategy": plan.strategy, "rnnflow.distribute.replicas": str(plan.replicas),
+                "rnnflow.distribute.weights_in_sync": "true" if same else "false",
+                "rnnflow.distribute.weight_digests": ",".join(digests)}
 
     def _start(self):
         from rnnflow.provenance import git_tags, version_tags
@@ -258,7 +329,7 @@ class _Run:
         if self.overrides:
             tags["rnnflow.overrides"] = " ".join(self.overrides)
         return Tracker(spec.tracking.experiment, spec.tracking.run_name or spec.name, tags,
-                       parent_run_id=self.parent_run_id, resume_run_id=self.resume)
+                       parent_run_id=self.parent_run_id, resume_run_id=self.resume, run_id=self.run_id)
 
     def _log_spec(self, tracker, built) -> None:
         from rnnflow.build import model_summary
@@ -320,6 +391,9 @@ class _Run:
             metrics.update(self._timing(result))
             metrics.update(self._stopping_metrics(result))
             seconds = metrics["train_seconds"]
+            replicas = self._check_replicas(built)
+            if replicas:
+                tracker.set_tags(replicas)
             curve = self._full_curve(result.curve)
             tracker.log_artifact(plots.loss_curve({"loss": curve}, tmp / "loss.png"))
             for which, split in data.splits().items():
@@ -449,6 +523,9 @@ class _Run:
                 # Stopped on request, not failed: no error is recorded, only where it stopped.
                 self.tracker.set_tags({"rnnflow.interrupted_at": str(error.iteration),
                                        "rnnflow.stop_reason": INTERRUPTED})
+                self.tracker.end("KILLED")
+            elif isinstance(error, RunStopped):
+                self.tracker.set_tags({"rnnflow.stopped_by": error.by, "rnnflow.stopped_at": str(error.iteration)})
                 self.tracker.end("KILLED")
             elif isinstance(error, KeyboardInterrupt):
                 self.tracker.delivery.wait = min(self.tracker.delivery.wait, 5.0)  # asked to stop: no long wait

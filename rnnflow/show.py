@@ -60,6 +60,10 @@ def execution_notes(spec: Spec, train_size: int) -> list[str]:
         "precision: " + (spec.model.precision if spec.model.precision != "float32" else "float32 (model.precision)"),
         *control_notes(spec),
     ]
+    from rnnflow.planner import plan_distribution
+
+    distribution = plan_distribution(spec, train_size)
+    notes += distribution.lines() if distribution is not None else ["distribute: no, one device (train.distribute)"]
     return notes
 
 

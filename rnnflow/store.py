@@ -6,11 +6,13 @@ only look at runs (`compare`, `ui`) check the store without importing TensorFlow
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from rnnflow.errors import TrackingError
 
@@ -54,6 +56,115 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         probe = local if local.exists() else next((p for p in local.absolute().parents if p.exists()), Path("."))
         if not os.access(probe, os.W_OK):
             raise TrackingError(f"the tracking store {uri} is not writable ({probe})")
+
+
+def absolute_uri(uri: str) -> str:
+    """The same store with a relative local path made absolute (other processes, such as Ray
+    workers, need not share the working directory)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite" and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:":
+            return "sqlite:///" + str(Path(path).absolute())
+    if parsed.scheme == "" and uri and not Path(uri).is_absolute():
+        return str(Path(uri).absolute())
+    return uri
+
+
+PARAM_VALUE_LIMIT = 500
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten nested data into MLflow params: {'model.cells.0.units': '100', ...}."""
+    out: dict[str, str] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        # Lists of sections (cells, wrappers, steps) get a param per key; arrays of numbers
+        # (inline data) stay one param.
+        for i, value in enumerate(data):
+            out.update(flatten(value, f"{prefix}.{i}"))
+    else:
+        text = json.dumps(data) if isinstance(data, (list, dict)) else ("null" if data is None else str(data))
+        if len(text) > PARAM_VALUE_LIMIT:
+            text = text[: PARAM_VALUE_LIMIT - 3] + "..."
+        out[prefix] = text
+    return out
+
+
+class RecordedRun:
+    """A run created and ended through MLflow's client (never the active run), for records
+    whose work happens elsewhere: a pipeline's parent and its children's runs (created before the
+    children start, ended by the driver if a child cannot end its own), a multi-worker launch.
+
+    Args:
+        client: an MlflowClient on the store.
+        run_id: the run.
+        experiment_id: its experiment.
+    """
+
+    TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+    def __init__(self, client, run_id: str, experiment_id: str):
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+
+    @classmethod
+    def create(cls, client, experiment: str, name: str, tags: dict[str, str], *,
+               scheduled: bool = False) -> "RecordedRun":
+        """A new run of `experiment` (created if needed); SCHEDULED until something starts it.
+
+        Raises:
+            TrackingError: when the store refuses.
+        """
+        try:
+            found = client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+            run = client.create_run(experiment_id, run_name=name, tags=tags)
+        except Exception as error:  # noqa: BLE001 - the store refuses: nothing has run yet
+            raise TrackingError(f"cannot use the tracking store {client.tracking_uri}: {error}") from None
+        if scheduled:
+            client.update_run(run.info.run_id, status="SCHEDULED")
+        return cls(client, run.info.run_id, experiment_id)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), stamp, step or 0) for k, v in metrics.items()])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
+
+    def status(self) -> str:
+        return self.client.get_run(self.run_id).info.status
+
+    def end(self, status: str, error: str | None = None) -> str:
+        """End the run with `status` (and the error as the tag rnnflow.error) unless it has ended
+        already, as a child that ran does; returns its final status."""
+        current = self.status()
+        if current in self.TERMINAL:
+            return current
+        if error:
+            self.client.set_tag(self.run_id, "rnnflow.error", error[:5000])
+        self.client.set_terminated(self.run_id, status)
+        return status
 
 
 SPEC_DIR_TAG = "rnnflow.spec_dir"

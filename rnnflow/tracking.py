@@ -14,7 +14,6 @@ runner then keeps a local checkpoint with the unsent points, from which `--resum
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from pathlib import Path
@@ -25,9 +24,8 @@ import keras
 
 from rnnflow.errors import TrackingError
 from rnnflow.server import healthy
-from rnnflow.store import check_reachable, tracking_uri  # noqa: F401  (part of this module's API)
+from rnnflow.store import check_reachable, flatten, tracking_uri  # noqa: F401  (part of this module's API)
 
-PARAM_VALUE_LIMIT = 500
 MODEL_ARTIFACT = "model"
 WAIT_ENV = "RNNFLOW_TRACKING_WAIT"
 DEFAULT_WAIT_SECONDS = 300.0
@@ -172,25 +170,6 @@ class Delivery:
             self.away_since = time.monotonic()
         self._next_try = time.monotonic() + self.retry_seconds
         return False
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Flatten nested data into MLflow params: {'model.cells.0.units': '100', ...}."""
-    out: dict[str, str] = {}
-    if isinstance(data, dict):
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
-        # Lists of sections (cells, wrappers, steps) get a param per key; arrays of numbers
-        # (inline data) stay one param.
-        for i, value in enumerate(data):
-            out.update(flatten(value, f"{prefix}.{i}"))
-    else:
-        text = json.dumps(data) if isinstance(data, (list, dict)) else ("null" if data is None else str(data))
-        if len(text) > PARAM_VALUE_LIMIT:
-            text = text[: PARAM_VALUE_LIMIT - 3] + "..."
-        out[prefix] = text
-    return out
 
 
 def any_length(signature: Any, model: keras.Model) -> Any:
@@ -350,10 +329,11 @@ class Tracker:
         tags: tags set at the start.
         parent_run_id: make the run a child of this run.
         resume_run_id: reopen this run instead of starting a new one.
+        run_id: record into this run, created by the caller but not yet started (it gets the tags).
     """
 
     def __init__(self, experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
-                 resume_run_id: str | None = None):
+                 resume_run_id: str | None = None, run_id: str | None = None):
         import mlflow
         from mlflow.tracking import MlflowClient
 
@@ -361,13 +341,20 @@ class Tracker:
         self.client = MlflowClient()
         self.delivery = Delivery(mlflow.get_tracking_uri())
         try:
-            if resume_run_id is None:
+            if run_id is not None:
+                # The caller's run decides the experiment (an earlier set_experiment in this
+                # process would make MLflow refuse to start a run of another one).
+                mlflow.set_experiment(experiment_id=self.client.get_run(run_id).info.experiment_id)
+            elif resume_run_id is None:
                 mlflow.set_experiment(experiment)
         except Exception as error:  # the store refuses: report it, nothing has run yet
             raise TrackingError(f"cannot use the tracking store {mlflow.get_tracking_uri()}: {error}") from None
         active = mlflow.active_run()
         self.owned = True
-        if resume_run_id is not None:
+        if run_id is not None:
+            # A pipeline's driver created it; in a serial pipeline the parent is active here.
+            self.run = mlflow.start_run(run_id=run_id, nested=active is not None, tags=tags)
+        elif resume_run_id is not None:
             self.run = mlflow.start_run(run_id=resume_run_id)
         elif active is not None and parent_run_id is None:
             # Called inside a run the caller started: log into it, leave it open.
@@ -417,6 +404,7 @@ class Tracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
+        # This run's, also while a child run is the active one (a serial pipeline's parent).
         self.delivery.call("setting tags", self.client.log_batch, self.run_id,
                            tags=[RunTag(k, str(v)) for k, v in tags.items()])
 

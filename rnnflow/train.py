@@ -190,10 +190,13 @@ class Trainer:
         built: the model.
         data: the data.
         callbacks: Keras callbacks (progress bar, tracking, ...).
+        strategy: a tf.distribute strategy to train under (`train.distribute`); the model must
+            have been built in its scope, and the trainer must be made in it too.
     """
 
-    def __init__(self, spec: Spec, built: BuiltModel, data: DataBundle, callbacks=()):
+    def __init__(self, spec: Spec, built: BuiltModel, data: DataBundle, callbacks=(), strategy=None):
         assert spec.train is not None
+        self.strategy = strategy
         self.spec = spec
         self.train_spec = spec.train
         self.built = built
@@ -227,7 +230,10 @@ class Trainer:
         self._y = tf.constant(split.y)
         self._w = tf.constant(split.weights) if split.weights is not None else None
         self._l = tf.constant(split.lengths) if split.lengths is not None else None
-        self._step_fn = self._make_step_fn()
+        if strategy is not None and self.plan.batch_size % strategy.num_replicas_in_sync:
+            raise TrainingError(f"a batch of {self.plan.batch_size} sequences does not split evenly over "
+                                f"{strategy.num_replicas_in_sync} replicas (train.batch_size is the global batch)")
+        self._step_fn = self._make_step_fn() if strategy is None else self._make_distributed_step_fn()
         self._stop_requested = False
         self.pending: list[float] = []  # losses since the last logged point
 
@@ -260,6 +266,73 @@ class Trainer:
             return losses
 
         return tf.function(run_steps, jit_compile=self.train_spec.jit_compile, reduce_retracing=True)
+
+    def _make_distributed_step_fn(self):
+        """The same steps under a tf.distribute strategy: each replica takes its share of the
+        global batch, its loss is scaled by that share (so the all-reduced SUM of the gradients
+        is the gradient of the global batch's mean, as on one device), and the optimizer's
+        `apply` all-reduces and updates. As on one device, a step whose loss is not finite leaves
+        the weights alone: the gradients are applied after the global loss is known.
+
+        With `train.jit_compile`, XLA compiles each replica's forward and backward pass only: the
+        update touches every device's copy of the variables, which one XLA program cannot.
+        """
+        from rnnflow.distribute import replica_device
+
+        strategy, model, optimizer, loss_name = self.strategy, self.model, self.optimizer, self.train_spec.loss
+        variables = model.trainable_variables
+        has_w, has_l = self._w is not None, self._l is not None
+        iteration = self.iteration
+        replicas = strategy.num_replicas_in_sync
+
+        def replica_grads(xb, yb, wb, lb):
+            index = tf.distribute.get_replica_context().replica_id_in_sync_group
+            per = tf.shape(xb)[0] // replicas
+            part = tf.range(index * per, (index + 1) * per)
+            x, y = tf.gather(xb, part), tf.gather(yb, part)
+            inputs = {"inputs": x, "lengths": tf.gather(lb, part)} if has_l else x
+            w = tf.gather(wb, part) if has_w else None
+            with tf.GradientTape() as tape:
+                pred = model(inputs, training=True)
+                loss = loss_value(loss_name, y, pred, w)
+                # This replica's share of the global batch (of its weights, when sequences are weighted).
+                if has_w:
+                    share = tf.reduce_sum(tf.cast(w, loss.dtype)) / tf.maximum(tf.reduce_sum(tf.cast(wb, loss.dtype)),
+                                                                               1.0)
+                else:
+                    share = tf.cast(per, loss.dtype) / tf.cast(tf.shape(xb)[0], loss.dtype)
+                part_loss = loss * share
+                scaled = optimizer.scale_loss(part_loss)
+            return tf.cast(part_loss, tf.float32), tape.gradient(scaled, variables)
+
+        if self.train_spec.jit_compile:
+            compiled = tf.function(replica_grads, jit_compile=True, reduce_retracing=True)
+
+            def replica_grads(xb, yb, wb, lb):  # noqa: F811 - the compiled pass, placed on the replica's device
+                with tf.device(replica_device()):
+                    return compiled(xb, yb, wb, lb)
+
+        def replica_apply(grads):
+            optimizer.apply(grads, variables)
+
+        def run_steps(x, y, w, lengths, indexes):
+            count = tf.shape(indexes)[0]
+            losses = tf.fill([count], tf.constant(float("nan"), tf.float32))
+            for k in tf.range(count):
+                rows = indexes[k]
+                # The global batch is gathered once here; each replica takes its part of it.
+                batch = (tf.gather(x, rows), tf.gather(y, rows), tf.gather(w, rows) if has_w else tf.zeros([0]),
+                         tf.gather(lengths, rows) if has_l else tf.zeros([0], tf.int32))
+                parts, grads = strategy.run(replica_grads, args=batch)
+                loss = strategy.reduce(tf.distribute.ReduceOp.SUM, parts, axis=None)
+                losses = tf.tensor_scatter_nd_update(losses, [[k]], [loss])
+                if not tf.math.is_finite(loss):
+                    break  # leave the weights as they were before the bad step
+                strategy.run(replica_apply, args=(grads,))
+                iteration.assign_add(1)
+            return losses
+
+        return tf.function(run_steps, reduce_retracing=True)
 
     # --- the Python loop ---
 

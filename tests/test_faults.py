@@ -6,7 +6,6 @@ That no fault leaves a run RUNNING is checked after every test that uses the sto
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path

@@ -20,6 +20,8 @@ def test_ci_runs_the_readme_test_command():
 
 def test_readme_gives_install_main_job_and_tests():
     commands = readme_commands()
-    assert 'pip install -e ".[test]"' in commands
+    assert 'pip install -e ".[test,ray]"' in commands
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install --quiet -e ".[test,ray]"' in ci  # the tests need Ray and Optuna
     assert "rnnflow run specs/gru_forecast.yaml" in commands
     assert (ROOT / "specs" / "gru_forecast.yaml").exists()

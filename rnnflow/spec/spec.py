@@ -36,6 +36,43 @@ METRICS = {
 }
 
 
+class DistributeSpec(Section):
+    """One run on several devices or processes, with tf.distribute (data parallel: every replica
+    holds the whole model and takes its share of each batch; `batch_size` is the global batch)."""
+
+    strategy: Literal["mirrored", "multi_worker"] = Field(
+        ..., description="mirrored: the devices of this machine (MirroredStrategy); multi_worker: "
+        "processes on one or several machines (MultiWorkerMirroredStrategy; the cluster from $TF_CONFIG)."
+    )
+    devices: list[str] | None = Field(
+        None, min_length=1, description="mirrored: the devices, e.g. [/gpu:0, /gpu:1] (default: every GPU, "
+        "else the CPU's logical devices when cpu_devices is given)."
+    )
+    cpu_devices: int | None = Field(
+        None, ge=1, le=64, description="mirrored: split the CPU into this many logical devices (to try "
+        "mirroring without GPUs; they share the same cores)."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _mirrored_only(self) -> "DistributeSpec":
+        if self.strategy == "multi_worker":
+            for key in ("devices", "cpu_devices"):
+                if getattr(self, key) is not None:
+                    raise at(key, "only for strategy: mirrored (a multi_worker replica is a process)")
+        if self.devices is not None and len(set(self.devices)) != len(self.devices):
+            raise at("devices", "a device is listed twice")
+        return self
+
+    @property
+    def known_replicas(self) -> int | None:
+        """The replica count the spec alone fixes (None when the devices or the cluster decide)."""
+        if self.strategy == "mirrored":
+            if self.devices is not None:
+                return len(self.devices)
+            return self.cpu_devices
+        return None
+
+
 class TrainSpec(Section):
     """How to train: optimizer, schedule, batches, loss, metrics and execution settings."""
 
@@ -85,6 +122,9 @@ class TrainSpec(Section):
         description="Stop cleanly after this many minutes of training (summed over the sessions of a "
         "resumed run); the run still finishes and says why it stopped.",
     )
+    distribute: DistributeSpec | None = Field(
+        None, description="Train on several devices or processes: {strategy: mirrored} or {strategy: multi_worker}."
+    )
 
     @pydantic.model_validator(mode="after")
     def _budget(self) -> "TrainSpec":
@@ -95,6 +135,22 @@ class TrainSpec(Section):
                      "a count of sequences is an integer")
         if isinstance(self.validation, int) and self.validation < 1:
             raise at("validation", f"a count of sequences is at least 1 (got {self.validation})")
+        replicas = self.distribute.known_replicas if self.distribute is not None else None
+        if replicas and self.batch_size % replicas:
+            raise at("batch_size", f"{self.batch_size} sequences do not split evenly over the {replicas} replicas "
+                     "of train.distribute (batch_size is the global batch)")
+        if self.distribute is not None and self.distribute.strategy == "multi_worker":
+            # Each worker would decide alone (on its own clock, or its own evaluation); one that stops
+            # while the others go on leaves them waiting in a collective for ever.
+            for key, what in (("max_minutes", "the time budget"), ("early_stopping", "early stopping")):
+                if getattr(self, key) is not None:
+                    raise at(key, f"{what} is not available under strategy multi_worker: every worker would "
+                             "decide alone when to stop, and a worker that stops while the others go on leaves "
+                             "them waiting; leave it out, or use strategy mirrored")
+            if self.schedule.type == "plateau":
+                raise at("schedule.type", "plateau is not available under strategy multi_worker: every worker "
+                         "would lower its learning rate on its own evaluation; use another schedule, or strategy "
+                         "mirrored")
         kind, count = self.budget
         if kind == "iterations" and self.schedule.warmup >= count:
             raise at("schedule.warmup", f"{self.schedule.warmup} iterations of warm-up leave nothing of the "
@@ -194,6 +250,16 @@ class Spec(Section):
                 per = "every step" if sequence_targets else "each sequence"
                 raise at("model.output", f"the {self.data.type} source has a target for {per}; "
                          f"use output: {' or '.join(wanted)}")
+        if self.train is not None and self.train.distribute is not None:
+            placed = [i for i, cell in enumerate(self.model.cells) if cell.wrapper("device") is not None]
+            if placed:
+                raise at("train.distribute", f"model.cells[{placed[0]}] places its layers with a device wrapper; "
+                         "under train.distribute every replica holds the whole model on its own device: "
+                         "remove one or the other")
+            if self.model.precision == "mixed_float16":
+                raise at("train.distribute", "model.precision mixed_float16 needs Keras' loss-scaling optimizer, "
+                         "which does not train the same under a tf.distribute strategy (other results even with "
+                         "one replica); mixed_bfloat16 needs no loss scaling and works")
         if self.train is not None:
             validation = self.train.validation
             if validation == "source" and not self.data.has_validation:
@@ -225,8 +291,7 @@ class Spec(Section):
     def _check_monitors(self, splits: tuple[str, ...]) -> None:
         """Early stopping and `plateau` watch a validation metric at each evaluation during training."""
         train = self.train
-        # What a run logs on each split: the loss, train.metrics and the metrics of the source's task.
-        names = list(dict.fromkeys([*train.metric_names, *self.data.task_metrics(train.loss)]))
+        names = self.metric_names
         for key, control in (("early_stopping", train.early_stopping), ("schedule", train.schedule)):
             monitor = getattr(control, "monitor", None)
             if monitor is None:
@@ -254,6 +319,15 @@ class Spec(Section):
         validation = self.train.validation if self.train is not None else None
         has_val = self.data.has_validation if validation in (None, "source") else True
         return ("train",) + (("val",) if has_val else ()) + (("test",) if self.data.has_test else ())
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """What each split is measured with, as the run names it after the split (`val_` + these):
+        the loss, the spec's metrics (`top_k_accuracy` is named with its k), then the metrics of the
+        source's task (e.g. `mase` of a forecast)."""
+        if self.train is None:
+            return ()
+        return tuple(dict.fromkeys([*self.train.metric_names, *self.data.task_metrics(self.train.loss)]))
 
     # --- provenance of a loaded spec ---
 
