@@ -174,6 +174,10 @@ class SerialExecutor:
         return Study(search)
 
 
+# How long the driver waits, after Ctrl-C, for cancelled Ray tasks to end (their runs are already
+# recorded KILLED; a task still going after this is killed with the cluster, or by its node).
+CANCEL_SECONDS = 10.0
+
 # Settings of the process that rnnflow changes to start a local Ray cluster, restored at the end.
 _SESSION_VARIABLES = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "PYTHONPATH",
                       "TF_CPP_MIN_LOG_LEVEL", *THREAD_VARIABLES)
@@ -343,12 +347,12 @@ class RayExecutor:
 
         handles = list(handles)
         for handle in handles:
-            ray.cancel(handle, force=True)
-        for handle in handles:
             try:
-                ray.get(handle, timeout=30)
-            except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
+                ray.cancel(handle, force=True)
+            except ray.exceptions.RayError:  # already ended, or its node is gone
                 pass
+        if handles:  # one deadline for all of them: the driver must get on with ending
+            ray.wait(handles, num_returns=len(handles), timeout=CANCEL_SECONDS)
 
     def study(self, search):
         """The search's study in a Ray actor, so that trials on any node can report to it."""

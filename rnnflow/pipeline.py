@@ -363,10 +363,8 @@ class _Driver:
         """After Ctrl-C (or a failure of the driver): stop what runs, end every open run; returns how many."""
         from rnnflow.executors import describe_error
 
-        try:
-            self.executor.cancel(list(self.inflight))
-        except Exception as problem:  # noqa: BLE001 - the runs must be ended all the same
-            log.warning("could not cancel the running children: %s", problem)
+        # The records first: stopping the executor's work may take long (a loaded machine, a Ray
+        # cluster that is itself shutting down on the same Ctrl-C), and must not leave runs RUNNING.
         status = "KILLED" if interrupted else "FAILED"
         reason = None if interrupted else f"the pipeline stopped: {describe_error(error)}"
         ended = 0
@@ -375,6 +373,10 @@ class _Driver:
                 self.client.set_tag(run_id, "rnnflow.interrupted_at", "no checkpoint (the pipeline was interrupted)")
             self._end_run(run_id, status, reason)
             ended += 1
+        try:
+            self.executor.cancel(list(self.inflight))
+        except Exception as problem:  # noqa: BLE001 - the runs are recorded; the rest is clean-up
+            log.warning("could not cancel the running children: %s", problem)
         return ended
 
 
