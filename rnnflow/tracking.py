@@ -246,6 +246,13 @@ def _generator_name(spec: Any) -> str:
     return f"{spec.data.type}({', '.join([*shown, f'seed={spec.seed}'])})"[:500]
 
 
+def _duplicate_key(error: Exception) -> bool:
+    """Whether a store refused a write because another process just wrote the same key (SQLite,
+    PostgreSQL and MySQL say it in their own words)."""
+    text = str(error)
+    return any(s in text for s in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry"))
+
+
 class MetricsLogger(keras.callbacks.Callback):
     """Logs the loss (and any evaluation during training) at each logged iteration.
 
@@ -457,7 +464,16 @@ class Tracker:
 
         inputs = [DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", split)])
                   for split, dataset in datasets(spec, data).items()]
-        self.delivery.call("recording the datasets", self.client.log_inputs, self.run_id, datasets=inputs)
+        for attempt in range(3):
+            try:
+                self.delivery.call("recording the datasets", self.client.log_inputs, self.run_id, datasets=inputs)
+                return
+            except Exception as error:
+                # Runs in parallel (a pipeline on Ray) record the same dataset: MLflow looks it up,
+                # then inserts it, and the slower of two runs hits the unique key the other just
+                # wrote. Its transaction is rolled back; again, it finds the dataset and links it.
+                if attempt == 2 or not _duplicate_key(error):
+                    raise
 
     def end(self, status: str, error: str | None = None) -> None:
         """End the run with a status; record the error when there is one.

@@ -83,6 +83,31 @@ def test_final_metrics_are_linked_to_the_logged_model(mlflow_store, client):
     assert [m.step for m in client.get_metric_history(result.run_id, "val_loss")] == [3, 6]
 
 
+def test_a_dataset_another_run_just_recorded_is_linked_not_fatal(monkeypatch, mlflow_store, client):
+    """Two children of a Ray pipeline recorded the same dataset at once: MLflow looked it up, found
+    nothing, and the slower insert failed on the unique key (seen in a CI run)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from rnnflow.runner import run
+
+    real, calls = MlflowClient.log_inputs, []
+
+    def raced(self, run_id, datasets=None, models=None):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                  "datasets.name, datasets.digest")
+        return real(self, run_id, datasets=datasets, models=models)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", raced)
+    result = run(GRU, [*TINY_GRU, "tracking.experiment=raced"])
+    recorded = client.get_run(result.run_id)
+    assert recorded.info.status == "FINISHED" and len(calls) == 2
+    contexts = {t.value for i in recorded.inputs.dataset_inputs for t in i.tags if t.key == "mlflow.data.context"}
+    assert contexts == {"train", "val", "test"}
+
+
 # --- a logged model serves ---
 
 def test_requirements_name_rnnflow_by_where_it_was_installed(monkeypatch, tmp_path):
