@@ -10,6 +10,7 @@ import json
 import math
 import re
 import shutil
+from pathlib import PurePosixPath
 from typing import Any
 
 from rnnflow.errors import RnnflowError
@@ -18,10 +19,6 @@ from rnnflow.store import is_setting
 
 # Metrics where a larger value is better; every other metric (losses, errors, times) is smaller-better.
 _HIGHER_IS_BETTER = ("accuracy",)
-
-# What a run's metrics measure: runs that differ here are on different tasks, and their losses
-# are not comparable (an MNIST cross-entropy against a sine MSE).
-_TASK_PARAMS = ("data.type", "data.function", "data.generate.task", "train.loss")
 
 _SPLITS = ("val", "test", "train")
 _OVERRIDE = re.compile(r"(?:^|(?<=\s))([A-Za-z_][A-Za-z0-9_.\[\]-]*)=")
@@ -213,8 +210,14 @@ def _by_task(runs: list) -> dict[str, list]:
 
 
 def _task_label(params: dict[str, str]) -> str:
+    """What a run's metrics measure: runs with other labels are on other tasks, and their losses are
+    not comparable (an MNIST cross-entropy against a sine MSE, a CO2 forecast against an airline one)."""
     data = params.get("data.type", "?")
     detail = params.get("data.function") or params.get("data.generate.task")
+    if data in ("table", "arrays") and params.get("data.path"):  # one's own file: its name says which
+        detail = PurePosixPath(params["data.path"].replace("\\", "/")).name
+        if data == "table":
+            detail += f": {params.get('data.target', '?')}, horizon {params.get('data.horizon', '?')}"
     loss = params.get("train.loss")
     return f"{data}{f' ({detail})' if detail else ''}" + (f", {loss} loss" if loss else ", no training")
 

@@ -53,6 +53,12 @@ def store(tmp_path_factory):
     for shuffle, loss in (("True", 0.3), ("False", 0.2)):
         record("mixed", "mnist", {**MNIST, "train.shuffle": shuffle}, {"test_loss": loss, "test_accuracy": 1 - loss},
                {"rnnflow.overrides": f"train.shuffle={shuffle.lower()}"})
+    # Forecasts of one's own files: other files, targets or horizons are other tasks.
+    table = {"data.type": "table", "data.path": "data/co2_weekly.csv", "data.target": "co2", "data.horizon": "1",
+             "train.loss": "mse"}
+    for name, changed in (("co2", {}), ("co2-wider", {"data.window": "104"}), ("co2-12", {"data.horizon": "12"}),
+                          ("airline", {"data.path": "data/airline_monthly.csv", "data.target": "passengers"})):
+        record("tables", name, {**table, **changed}, {"val_loss": 0.1, "test_loss": 0.2})
     # A search ranks by its own metric and direction.
     search = record("searches", "search", {}, {}, {"rnnflow.role": "search", "rnnflow.search.metric": "val_accuracy",
                                                   "rnnflow.search.mode": "max"})
@@ -120,6 +126,15 @@ def test_wide_terminals_show_more_and_narrow_ones_say_what_was_left_out(store):
     assert max(len(line) for line in narrow.output.splitlines() if not line.startswith(("left out", "children",
                                                                                           "params:"))) <= 60
     assert "left out to fit 60 columns:" in narrow.output and "val_loss" in narrow.output
+
+
+def test_forecasts_of_other_files_targets_or_horizons_are_grouped_apart(store):
+    """A CO2 and an airline forecast were ranked together by their (scaled) losses."""
+    out = compare("--experiment", "tables").output
+    assert "table (co2_weekly.csv: co2, horizon 1), mse loss: 2 run(s)" in out  # co2 and co2-wider
+    assert "table (co2_weekly.csv: co2, horizon 12), mse loss: 1 run(s)" in out
+    assert "table (airline_monthly.csv: passengers, horizon 1), mse loss: 1 run(s)" in out
+    assert "4 runs on 3 different tasks" in out
 
 
 def test_runs_on_different_tasks_are_grouped_and_ranked_apart(store):
