@@ -145,8 +145,13 @@ def pipeline_lines(result) -> list[str]:
 # --- rnnflow ui ---
 
 
-class _Stop(Exception):
-    """A signal asked `rnnflow ui` to stop."""
+class _Stop(BaseException):
+    """A signal asked `rnnflow ui` to stop.
+
+    A BaseException, as KeyboardInterrupt is: a library's `except Exception` around the call the
+    signal lands in (MLflow's REST client wraps every error of a request) must not turn it into
+    that library's error.
+    """
 
 
 def _stop(signum, frame):
