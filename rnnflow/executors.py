@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +147,9 @@ class SerialExecutor:
     def __exit__(self, *exc) -> None:
         return None
 
+    def release(self) -> None:
+        """Nothing to stop: the jobs ran in this process."""
+
     def slots(self, cpus: int, gpus: float) -> int:
         """How many jobs may be in flight at once."""
         return 1
@@ -209,6 +213,7 @@ class RayExecutor:
         self.max_parallel = max_parallel
         self.cpus = set(cpus) or {1}
         self._owned = False
+        self._stopping: threading.Thread | None = None
         self._saved: dict[str, str | None] = {}
         self._task = None
         # A local cluster whose runs all take the same CPUs gets their settings in the environment
@@ -262,12 +267,25 @@ class RayExecutor:
             raise RnnflowError(f"cannot start or reach {where}: {error}") from None
         self._owned = True
 
+    def release(self) -> None:
+        """Every job has ended: the local cluster stops in the background (~1.5 s of waiting for its
+        processes to exit) while the driver writes the summary; leaving the executor waits for it."""
+        if self._owned:
+            import ray
+
+            self._stopping = threading.Thread(target=ray.shutdown, name="rnnflow-ray-shutdown", daemon=True)
+            self._stopping.start()
+            self._owned = False
+
     def __exit__(self, *exc) -> None:
         if self._owned:
             import ray
 
             ray.shutdown()
             self._owned = False
+        if self._stopping is not None:
+            self._stopping.join()
+            self._stopping = None
         for name, value in self._saved.items():
             if value is None:
                 os.environ.pop(name, None)

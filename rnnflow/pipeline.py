@@ -9,6 +9,7 @@ the truth), the same whichever executor ran the children.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import logging
@@ -142,8 +143,15 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
         searching.check_available()
     cpus = _serial_cpus(pipeline_plan) if executor == "serial" else None
     ray_cpus = {c for c, _ in _sizes(pipeline_plan)}
-    with make_executor(executor, address=address, max_parallel=max_parallel, cpus=cpus, ray_cpus=ray_cpus) as runner:
-        return _Driver(pipeline_plan, Path(path), uri, runner, echo, quiet).run()
+    from mlflow.tracking import MlflowClient
+
+    # Opening the store (a new SQLite store runs its migrations: ~2 s) and starting a local Ray
+    # cluster (~4 s) wait on different things: the store opens in a thread while the executor starts.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rnnflow-store") as pool:
+        opening = pool.submit(MlflowClient, uri)
+        with make_executor(executor, address=address, max_parallel=max_parallel, cpus=cpus,
+                           ray_cpus=ray_cpus) as runner:
+            return _Driver(pipeline_plan, Path(path), uri, runner, echo, quiet, opening.result()).run()
 
 
 def _serial_cpus(pipeline_plan: PipelinePlan) -> int | None:
@@ -182,9 +190,7 @@ def _resources(child: Child) -> tuple[int, float]:
 class _Driver:
     """One pipeline run: the parent run, a run per child, the executor's loop, the summary."""
 
-    def __init__(self, pipeline_plan: PipelinePlan, path: Path, uri: str, executor, echo, quiet: bool):
-        from mlflow.tracking import MlflowClient
-
+    def __init__(self, pipeline_plan: PipelinePlan, path: Path, uri: str, executor, echo, quiet: bool, client):
         self.plan = pipeline_plan
         self.pipeline = pipeline_plan.pipeline
         self.path = path
@@ -192,7 +198,7 @@ class _Driver:
         self.executor = executor
         self.echo = echo
         self.quiet = quiet
-        self.client = MlflowClient(uri)
+        self.client = client
         self.parent = None
         self.outcomes: dict[int, ChildOutcome] = {}
         self.open_runs: dict[str, Any] = {}  # run id -> the RecordedRun of a child that may not have ended
@@ -218,21 +224,24 @@ class _Driver:
             tags.update({"rnnflow.search.metric": spec.metric, "rnnflow.search.mode": spec.mode,
                          "rnnflow.search.algorithm": spec.algorithm,
                          "rnnflow.search.scheduler": spec.scheduler.type if spec.scheduler else "none"})
+        # Ray's workers start importing TensorFlow (~10 s) now, while the driver records the runs.
+        sizes = _sizes(self.plan)
+        slots = self.executor.slots(min(c for c, _ in sizes), min(g for _, g in sizes)) if sizes else 1
+        self.executor.warm_up(min(slots, self.plan.total))
         self.parent = parent = RecordedRun.create(self.client, pipeline.experiment, pipeline.name, tags)
         try:
             parent.log_params({"pipeline.name": pipeline.name, "pipeline.children": str(self.plan.total)})
             if search is not None:
                 parent.log_params({"search.num_samples": str(search.search.num_samples),
                                    "search.seed": str(search.search.seed)})
-            sizes = _sizes(self.plan)
-            slots = self.executor.slots(min(c for c, _ in sizes), min(g for _, g in sizes)) if sizes else 1
-            self.executor.warm_up(min(slots, self.plan.total))
             parent.log_artifact(self.path, "pipeline")
             # Every run of the pipeline is in MLflow from the start: SCHEDULED until it starts.
             self.queue = [self._job(i, child) for i, child in enumerate(self.plan.children)]
             if search is not None:
                 self.study = self.executor.study(search.search)
             self._loop(slots)
+            self._close_study()
+            self.executor.release()  # nothing runs any more: a local Ray cluster stops meanwhile
             outcomes = [self.outcomes[i] for i in sorted(self.outcomes)]
             children = [self.children[i] for i in sorted(self.children)]
             compared = (search.search.metric, search.search.mode == "min") if search is not None else None
@@ -247,15 +256,19 @@ class _Driver:
                 raise PipelineInterrupted(parent.run_id, killed) from None
             raise
         finally:
-            if self.study is not None:
-                try:
-                    self.study.close()
-                except Exception as problem:  # noqa: BLE001 - the pipeline's record matters more
-                    log.warning("could not stop the search's study: %s", problem)
+            self._close_study()
         failed = [o for o in outcomes if o.status == "FAILED"]
         parent.end("FAILED" if failed else "FINISHED",
                    f"{len(failed)} of {len(outcomes)} runs failed" if failed else None)
         return PipelineResult(parent.run_id, parent.experiment_id, outcomes, self.uri, summary)
+
+    def _close_study(self) -> None:
+        if self.study is not None:
+            study, self.study = self.study, None
+            try:
+                study.close()
+            except Exception as problem:  # noqa: BLE001 - the pipeline's record matters more
+                log.warning("could not stop the search's study: %s", problem)
 
     def _loop(self, slots: int) -> None:
         """Keep the executor busy: submit jobs while there are free slots, then take what ends."""
