@@ -502,7 +502,8 @@ def _summarize(parent, pipeline: Pipeline, children: list[Child], outcomes: list
     from rnnflow import plots
     from rnnflow.compare import compare_runs, default_metric, higher_is_better, render
 
-    echo(render(compare_runs(parent=parent.run_id), "table"))  # the table `rnnflow compare` shows
+    comparison = compare_runs(parent=parent.run_id)
+    echo(render(comparison, "table"))  # the table `rnnflow compare` shows
     settings = varying_settings(children)
     varying = _setting_keys(settings)
     header, rows = summary_rows(outcomes, settings)
@@ -515,11 +516,15 @@ def _summarize(parent, pipeline: Pipeline, children: list[Child], outcomes: list
         ascending = metric is None or not higher_is_better(metric)
     sign = 1.0 if ascending else -1.0
     ranked = sorted(finished, key=lambda o: (metric not in o.metrics, sign * o.metrics.get(metric or "", 0.0)))
-    best = ranked[0] if ranked and metric in ranked[0].metrics else None
+    # Children on different tasks (a CO2 and an airline forecast, MNIST and sine) have no common
+    # measure: no one of them is the best, and compare ranks each task on its own.
+    ids = {o.run_id for o in finished}
+    tasks = [g.label for g in comparison.groups if any(row.get("run_id") in ids for row in g.rows)]
+    best = ranked[0] if ranked and metric in ranked[0].metrics and len(tasks) <= 1 else None
     metrics = {"runs_finished": float(len(finished)),
                "runs_failed": float(sum(o.status == "FAILED" for o in outcomes)),
                "runs_stopped": float(sum(o.stopped_by is not None for o in outcomes))}
-    tags = {"mlflow.note.content": _note(pipeline, header, rows, metric, best)}
+    tags = {"mlflow.note.content": _note(pipeline, header, rows, metric, best, tasks)}
     if best is not None:
         metrics.update({f"best_{k}": v for k, v in best.metrics.items() if k.startswith(("val_", "test_"))})
         tags.update({"rnnflow.best_child": best.name, "rnnflow.best_run_id": best.run_id or "",
@@ -579,7 +584,7 @@ _MAX_NOTE = 8000
 
 
 def _note(pipeline: Pipeline, header: list[str], rows: list[list[Any]], metric: str | None,
-          best: ChildOutcome | None) -> str:
+          best: ChildOutcome | None, tasks: list[str]) -> str:
     """The parent run's Description: the pipeline, then the summary as a Markdown table."""
     def line(values: list[Any]) -> str:
         return "| " + " | ".join(_cell(values[i]).replace("|", "\\|") for i in keep) + " |"
@@ -590,6 +595,9 @@ def _note(pipeline: Pipeline, header: list[str], rows: list[list[Any]], metric: 
     lines = [f"**{pipeline.name}**" + (f": {about}" if about else ""), ""]
     if best is not None:
         lines += [f"Best by {metric}: **{_cell(best.name)}** ({best.metrics[metric]:.5g}).", ""]
+    elif len(tasks) > 1:
+        lines += [f"The runs are on {len(tasks)} tasks ({'; '.join(tasks)}), whose metrics do not compare: "
+                  "no best run. `rnnflow compare --parent` ranks each task on its own.", ""]
     lines += [line(header), "|" + "---|" * len(keep)]
     for shown, row in enumerate(rows):
         text = line(row)

@@ -320,6 +320,23 @@ def test_ctrl_c_stops_the_whole_pipeline(tmp_path, mlflow_store, client, monkeyp
     assert [p.info.status for p in parents] == ["KILLED"]
 
 
+def test_children_on_different_tasks_have_no_best(tmp_path, mlflow_store, client):
+    """A sin forecast and a cos forecast: their losses do not compare, so the parent names no best
+    child (one task would; see check_pipeline_runs) and says why."""
+    from rnnflow.pipeline import run_pipeline
+
+    path = dump_pipeline(tmp_path, {"name": "tasks", "experiment": "exp-tasks", "set": TINY,
+                                    "runs": [{"spec": GRU, "grid": {"data.function": ["sin", "cos"]}}]})
+    result = run_pipeline(path, echo=lambda line: None)
+    assert [o.status for o in result.children] == ["FINISHED", "FINISHED"]
+    parent = client.get_run(result.parent_run_id)
+    assert "rnnflow.best_child" not in parent.data.tags
+    assert not any(k.startswith("best_") for k in parent.data.metrics)
+    note = parent.data.tags["mlflow.note.content"]
+    assert "The runs are on 2 tasks (sine (cos), mse loss; sine (sin), mse loss)" in note or \
+        "The runs are on 2 tasks (sine (sin), mse loss; sine (cos), mse loss)" in note, note
+
+
 def test_table_rows_stay_on_one_line_each():
     """A folded `description: >` ends with a line break; in a compared param it broke the table."""
     from rnnflow.compare import Group, _fit
