@@ -146,7 +146,7 @@ class TrainSpec(Section):
                 if getattr(self, key) is not None:
                     raise at(key, f"{what} is not available under strategy multi_worker: every worker would "
                              "decide alone when to stop, and a worker that stops while the others go on leaves "
-                             "them waiting; leave it out, or use strategy mirrored")
+                             f"them waiting; leave it out (--set train.{key}=null), or use strategy mirrored")
             if self.schedule.type == "plateau":
                 raise at("schedule.type", "plateau is not available under strategy multi_worker: every worker "
                          "would lower its learning rate on its own evaluation; use another schedule, or strategy "
