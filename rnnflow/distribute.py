@@ -15,7 +15,7 @@ import rnnflow._tf  # noqa: F401  (quiet TensorFlow import)  # isort: skip
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rnnflow.errors import RnnflowError  # noqa: E402
+from rnnflow.errors import RnnflowError, TrainingError  # noqa: E402
 from rnnflow.planner import DistributionPlan, available_devices  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,8 +64,22 @@ def scope(strategy: tf.distribute.Strategy | None):
 
 
 def replica_device() -> str:
-    """The device of the replica whose step is being traced (inside `strategy.run`)."""
-    return tf.nest.flatten(tf.distribute.get_replica_context().devices)[0]
+    """The device of the replica whose step is being traced (inside `strategy.run`).
+
+    MirroredStrategy's replica context names it. MultiWorkerMirroredStrategy's fails to on every
+    worker but the first (it looks the replica's global number up among this worker's devices):
+    there the worker's own device is the replica's.
+    """
+    context = tf.distribute.get_replica_context()
+    try:
+        return tf.nest.flatten(context.devices)[0]
+    except IndexError:
+        pass
+    local = context.strategy.extended.worker_devices
+    if len(local) != 1:  # not seen: the replica could not be told from the others of its worker
+        raise TrainingError(f"cannot tell which of this worker's devices {list(local)} the replica runs on; "
+                            "set train.jit_compile: false")
+    return local[0]
 
 
 def weight_digests(strategy: tf.distribute.Strategy, model: keras.Model) -> list[str]:
