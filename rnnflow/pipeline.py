@@ -517,9 +517,11 @@ def _summarize(parent, pipeline: Pipeline, children: list[Child], outcomes: list
     sign = 1.0 if ascending else -1.0
     ranked = sorted(finished, key=lambda o: (metric not in o.metrics, sign * o.metrics.get(metric or "", 0.0)))
     # Children on different tasks (a CO2 and an airline forecast, MNIST and sine) have no common
-    # measure: no one of them is the best, and compare ranks each task on its own.
+    # measure: no one of them is the best, and compare ranks each task on its own. A search names
+    # its measure, whatever its space varies (a loss, a horizon).
     ids = {o.run_id for o in finished}
-    tasks = [g.label for g in comparison.groups if any(row.get("run_id") in ids for row in g.rows)]
+    tasks = [] if compared is not None else \
+        [g.label for g in comparison.groups if any(row.get("run_id") in ids for row in g.rows)]
     best = ranked[0] if ranked and metric in ranked[0].metrics and len(tasks) <= 1 else None
     metrics = {"runs_finished": float(len(finished)),
                "runs_failed": float(sum(o.status == "FAILED" for o in outcomes)),

@@ -336,6 +336,18 @@ def test_children_on_different_tasks_have_no_best(tmp_path, mlflow_store, client
     assert "The runs are on 2 tasks (sine (cos), mse loss; sine (sin), mse loss)" in note or \
         "The runs are on 2 tasks (sine (sin), mse loss; sine (cos), mse loss)" in note, note
 
+    # A search names its measure, whatever its space varies: the same children then have a best.
+    from rnnflow.pipeline import _summarize
+    from rnnflow.store import RecordedRun
+
+    pipeline, children = load_pipeline(path)
+    recorded = RecordedRun(client, result.parent_run_id, result.experiment_id)
+    _summarize(recorded, pipeline, children, result.children, lambda line: None, ("val_loss", True))
+    parent = client.get_run(result.parent_run_id)
+    best = min(result.children, key=lambda o: o.metrics["val_loss"])
+    assert parent.data.tags["rnnflow.best_child"] == best.name
+    assert parent.data.metrics["best_val_loss"] == best.metrics["val_loss"]
+
 
 def test_table_rows_stay_on_one_line_each():
     """A folded `description: >` ends with a line break; in a compared param it broke the table."""
