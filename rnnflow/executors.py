@@ -273,24 +273,35 @@ class RayExecutor:
         if self._owned:
             import ray
 
-            self._stopping = threading.Thread(target=ray.shutdown, name="rnnflow-ray-shutdown", daemon=True)
+            # Not a daemon: the interpreter must not exit (and run Ray's own exit hook) mid-shutdown.
+            self._stopping = threading.Thread(target=ray.shutdown, name="rnnflow-ray-shutdown")
             self._stopping.start()
             self._owned = False
 
     def __exit__(self, *exc) -> None:
-        if self._owned:
-            import ray
+        try:
+            if self._owned:
+                import ray
 
-            ray.shutdown()
-            self._owned = False
-        if self._stopping is not None:
-            self._stopping.join()
-            self._stopping = None
-        for name, value in self._saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+                ray.shutdown()
+                self._owned = False
+        finally:
+            self._join_shutdown()
+            for name, value in self._saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    def _join_shutdown(self) -> None:
+        """Wait for a released cluster to stop (a Ctrl-C meanwhile does not cut it short: leaving
+        while Ray shuts down is what would leave its processes behind)."""
+        stopping, self._stopping = self._stopping, None
+        while stopping is not None and stopping.is_alive():
+            try:
+                stopping.join()
+            except KeyboardInterrupt:
+                log.warning("stopping the local Ray cluster; a moment")
 
     def warm_up(self, count: int) -> None:
         """Start `count` workers importing TensorFlow now, while the driver records the runs; the
