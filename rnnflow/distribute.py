@@ -75,11 +75,13 @@ def replica_device() -> str:
         return tf.nest.flatten(context.devices)[0]
     except IndexError:
         pass
+    # Worker k holds replicas k*n .. k*n + n - 1 of its n devices.
     local = context.strategy.extended.worker_devices
-    if len(local) != 1:  # not seen: the replica could not be told from the others of its worker
+    number = tf.get_static_value(context.replica_id_in_sync_group)
+    if number is None:
         raise TrainingError(f"cannot tell which of this worker's devices {list(local)} the replica runs on; "
                             "set train.jit_compile: false")
-    return local[0]
+    return local[int(number) % len(local)]
 
 
 def weight_digests(strategy: tf.distribute.Strategy, model: keras.Model) -> list[str]:
