@@ -259,10 +259,10 @@ def _group(label: str, runs: list, metric: str | None, higher: bool, params: lis
 
 def _param_of(key: str) -> str | None:
     """The param name of a spec key path (model.cells[0].type -> model.cells.0.type), or None."""
-    from rnnflow.spec.keypath import parse_path
+    from rnnflow.spec.keypath import param_name
 
     try:
-        return ".".join(str(part) for part in parse_path(key))
+        return param_name(key)
     except ValueError:
         return None
 

@@ -402,6 +402,8 @@ def _value_text(value: Any) -> str:
 def _record_search(parent, search, outcomes: list[ChildOutcome], echo) -> None:
     """The search's result on the parent run: the best trial and its values, and how many trials
     finished, stopped early or failed (the best child's metrics are `_summarize`'s `best_*`)."""
+    from rnnflow.spec.keypath import param_name
+
     trials = [o for o in outcomes if o.trial is not None]
     finished = [o for o in trials if o.status == "FINISHED" and search.metric in o.metrics]
     metrics = {"trials_finished": float(len(finished)),
@@ -411,7 +413,7 @@ def _record_search(parent, search, outcomes: list[ChildOutcome], echo) -> None:
         sign = 1.0 if search.mode == "min" else -1.0
         best = min(finished, key=lambda o: sign * o.metrics[search.metric])
         parent.set_tags({"rnnflow.search.best_run_id": best.run_id, "rnnflow.search.best_trial": best.name})
-        parent.log_params({f"best.{key}": _value_text(value) for key, value in best.varied.items()})
+        parent.log_params({f"best.{param_name(key)}": _value_text(value) for key, value in best.varied.items()})
         values = ", ".join(f"{k}={_value_text(v)}" for k, v in best.varied.items())
         echo(f"best trial: {best.name}, {search.metric} {best.metrics[search.metric]:.5g} ({values})")
     else:
@@ -426,7 +428,7 @@ def varying_settings(children: list[Child]) -> dict[str, dict[str, str]]:
     differ between the children, grid keys first. Params that differ only
     as a consequence (a cell type's own defaults, e.g. forget_bias of an lstm) are left out.
     """
-    from rnnflow.spec.keypath import parse_path
+    from rnnflow.spec.keypath import param_name
     from rnnflow.store import flatten, is_setting
 
     params = [{k: v for k, v in flatten(c.spec.resolved()).items() if is_setting(k)} for c in children]
@@ -436,7 +438,7 @@ def varying_settings(children: list[Child]) -> dict[str, dict[str, str]]:
     grids = [k for c in children for k in c.varied]  # a grid's keys first: they are what it compares
     for text in dict.fromkeys([*grids, *(o.split("=", 1)[0] for c in children for o in c.overrides)]):
         try:
-            prefix = ".".join(str(part) for part in parse_path(text))
+            prefix = param_name(text)
         except ValueError:
             continue
         chosen += [k for k in keys if k in differing and k not in chosen

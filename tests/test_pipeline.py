@@ -349,6 +349,25 @@ def test_children_on_different_tasks_have_no_best(tmp_path, mlflow_store, client
     assert parent.data.metrics["best_val_loss"] == best.metrics["val_loss"]
 
 
+def test_the_best_trial_values_are_logged_under_mlflow_param_names(mlflow_store, client):
+    """A search over a cell's units: the parent's params name it as its runs do
+    (model.cells.0.units); MLflow refuses brackets in a param name."""
+    from rnnflow.pipeline import ChildOutcome, _record_search
+    from rnnflow.spec.search import SearchSpec
+    from rnnflow.store import RecordedRun
+
+    parent = RecordedRun.create(client, "exp-best-trial", "search", {})
+    search = SearchSpec(space={"model.cells[0].units": {"type": "int", "low": 16, "high": 64}},
+                        metric="val_loss", mode="min", num_samples=2)
+    trials = [ChildOutcome(f"trial={i}", f"{i}" * 32, "FINISHED", {"val_loss": loss},
+                           varied={"model.cells[0].units": units, "train.learning_rate": 0.01}, trial=i)
+              for i, (units, loss) in enumerate([(16, 0.5), (48, 0.25)])]
+    _record_search(parent, search, trials, lambda line: None)
+    params = client.get_run(parent.run_id).data.params
+    assert params["best.model.cells.0.units"] == "48" and params["best.train.learning_rate"] == "0.01"
+    parent.end("FINISHED")
+
+
 def test_table_rows_stay_on_one_line_each():
     """A folded `description: >` ends with a line break; in a compared param it broke the table."""
     from rnnflow.compare import Group, _fit

@@ -47,6 +47,16 @@ def parse_path(text: str) -> KeyPath:
     return tuple(parts)
 
 
+def param_name(text: str) -> str:
+    """The MLflow param a key path is logged as: `model.cells[0].units` -> `model.cells.0.units`
+    (MLflow's names may not hold brackets).
+
+    Raises:
+        ValueError: when the text is not a key path.
+    """
+    return ".".join(str(part) for part in parse_path(text))
+
+
 def shortest_endings(paths: list[KeyPath]) -> list[KeyPath]:
     """Each path cut to its shortest ending that no other path shares, never starting at an index:
     ('type',) for model.cells[0].type alone; ('cells', 0, 'type') and ('cells', 1, 'type') for two."""
