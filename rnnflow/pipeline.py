@@ -134,24 +134,41 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
     # and a gigabyte saved.
     from rnnflow import search as searching
     from rnnflow.executors import make_executor
-    from rnnflow.store import absolute_uri, check_reachable, tracking_uri
 
     pipeline_plan = load_plan(path, overrides)
-    uri = absolute_uri(tracking_uri(pipeline_plan.pipeline.tracking_uri))
-    check_reachable(uri)
     if pipeline_plan.search is not None:
         searching.check_available()
     cpus = _serial_cpus(pipeline_plan) if executor == "serial" else None
     ray_cpus = {c for c, _ in _sizes(pipeline_plan)}
-    from mlflow.tracking import MlflowClient
 
-    # Opening the store (a new SQLite store runs its migrations: ~2 s) and starting a local Ray
-    # cluster (~4 s) wait on different things: the store opens in a thread while the executor starts.
+    # Opening the store (importing MLflow: ~1 s; a new SQLite store runs its migrations: ~2 s) and
+    # starting the executor (a local Ray cluster: ~3 s, mostly waiting on its processes; a serial
+    # one imports TensorFlow) wait on different things: the store opens in a thread meanwhile. A
+    # serial executor first waits for the store to be found reachable (TensorFlow's import is long).
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rnnflow-store") as pool:
-        opening = pool.submit(MlflowClient, uri)
+        checking = pool.submit(_store_uri, pipeline_plan.pipeline.tracking_uri)
+        opening = pool.submit(_client, checking)  # the same thread: after the check
+        if executor == "serial":
+            checking.result()
         with make_executor(executor, address=address, max_parallel=max_parallel, cpus=cpus,
                            ray_cpus=ray_cpus) as runner:
-            return _Driver(pipeline_plan, Path(path), uri, runner, echo, quiet, opening.result()).run()
+            return _Driver(pipeline_plan, Path(path), checking.result(), runner, echo, quiet,
+                           opening.result()).run()
+
+
+def _store_uri(pipeline_uri: str | None) -> str:
+    """The pipeline's tracking store as an absolute URI, checked (TrackingError when it cannot be used)."""
+    from rnnflow.store import absolute_uri, check_reachable, tracking_uri
+
+    uri = absolute_uri(tracking_uri(pipeline_uri))
+    check_reachable(uri)
+    return uri
+
+
+def _client(checking: concurrent.futures.Future):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(checking.result())
 
 
 def _serial_cpus(pipeline_plan: PipelinePlan) -> int | None:
