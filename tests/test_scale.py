@@ -277,11 +277,7 @@ def test_ctrl_c_kills_running_and_queued_children(tmp_path, mlflow_store, client
                            "set": {**TINY, "train.iterations": 1_000_000, "evaluate.every": None,
                                    "train.early_stopping": None},
                            "runs": [{"spec": GRU, "grid": {"seed": [1, 2, 3]}}]})
-    home = tmp_path / "home"
-    home.mkdir()
-    ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update({"HOME": str(home), "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store})
+    env, home, ray_tmp = _own_cluster_env(tmp_path, mlflow_store)
     process = subprocess.Popen([sys.executable, "-m", "rnnflow", "pipeline", "run", str(path), "-q",
                                 "--executor", "ray"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
@@ -317,8 +313,36 @@ def test_ctrl_c_kills_running_and_queued_children(tmp_path, mlflow_store, client
     shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def _processes_using(folder: str) -> list[str]:
-    """Processes whose command line names `folder` (Ray's session processes do)."""
+def test_the_local_cluster_is_gone_when_the_pipeline_ends(tmp_path, mlflow_store, client):
+    """The cluster rnnflow starts for a pipeline stops with it (its autoscaler monitor, which rnnflow
+    kills itself, included): when the command has returned, no process of that Ray session is left."""
+    path = dump(tmp_path, {"name": "own-cluster", "experiment": "exp-own-cluster", "set": TINY,
+                           "runs": [{"spec": GRU, "grid": {"seed": [1, 2]}}]})
+    env, home, ray_tmp = _own_cluster_env(tmp_path, mlflow_store)
+    done = subprocess.run([sys.executable, "-m", "rnnflow", "pipeline", "run", str(path), "-q", "--executor", "ray"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    left = _processes_using(ray_tmp, kill=True)  # killed: never left to the rest of the session
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = client.search_runs([client.get_experiment_by_name("exp-own-cluster").experiment_id])
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    assert not left
+    assert not (home / ".ray").exists()
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _own_cluster_env(tmp_path: Path, mlflow_store: str) -> tuple[dict[str, str], Path, str]:
+    """The environment of a CLI process that starts its own local Ray cluster: no RAY_ settings of
+    this session, a HOME of its own and a short RAY_TMPDIR (whose name its Ray processes carry)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update({"HOME": str(home), "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_store})
+    return env, home, ray_tmp
+
+
+def _processes_using(folder: str, kill: bool = False) -> list[str]:
+    """Processes whose command line names `folder` (Ray's session processes do); `kill`: kill them too."""
     import psutil
 
     found = []
@@ -326,6 +350,8 @@ def _processes_using(folder: str) -> list[str]:
         try:
             if any(folder in part for part in process.info["cmdline"] or []):
                 found.append(" ".join(process.info["cmdline"]))
+                if kill:
+                    process.kill()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
