@@ -31,7 +31,8 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, before any training, when the tracking store cannot be used.
 
     Raises:
-        TrackingError: for an HTTP server that does not answer, or a local store that cannot be written.
+        TrackingError: for an HTTP server that does not answer, a local store that cannot be written,
+            or a folder store MLflow will not open.
     """
     if uri.startswith(("http://", "https://")):
         url = uri.rstrip("/") + "/health"
@@ -48,7 +49,14 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme == "sqlite":
         local: Path | None = Path(uri[len("sqlite:///"):]).parent
-    elif parsed.scheme in ("file", ""):
+    elif parsed.scheme in ("file", "") and not uri.startswith("databricks"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in ("true", "1"):
+            # MLflow 3 refuses a folder store (its "filesystem backend") unless told otherwise.
+            raise TrackingError(
+                f"the tracking store {uri} is a folder, which MLflow 3 no longer opens by default; "
+                "use a database store (tracking.tracking_uri: sqlite:///mlflow.db), or set "
+                "MLFLOW_ALLOW_FILE_STORE=true to keep the folder"
+            )
         local = Path(parsed.path)
     else:
         local = None

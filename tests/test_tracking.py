@@ -379,3 +379,26 @@ def test_delivery_waits_a_bounded_time_and_never_for_a_refusal(health_server):
     stuck = Delivery(health_server, wait=1)
     with pytest.raises(TrackingUnavailable):  # /health answers, the call keeps timing out: still bounded
         stuck.call("sending w", lambda: (_ for _ in ()).throw(requests.exceptions.ReadTimeout("slow")))
+
+
+def test_a_folder_store_is_a_clear_error_unless_allowed(tmp_path, monkeypatch):
+    """MLflow 3 refuses a folder ("file:") store by default: rnnflow says so, and how to go on,
+    before anything trains; with MLFLOW_ALLOW_FILE_STORE=true the folder is accepted."""
+    from click.testing import CliRunner
+
+    from rnnflow.cli import main
+    from rnnflow.errors import TrackingError
+    from rnnflow.store import check_reachable
+
+    folder = f"file://{tmp_path / 'mlruns'}"
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    result = CliRunner().invoke(main, ["run", str(GRU), "-q", "--set", f"tracking.tracking_uri={folder}"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output + result.stderr
+    assert result.stderr.startswith(f"rnnflow: error: the tracking store {folder} is a folder")
+    assert "MLFLOW_ALLOW_FILE_STORE=true" in result.stderr
+    assert not (tmp_path / "mlruns").exists()
+    with pytest.raises(TrackingError, match="is a folder"):
+        check_reachable(str(tmp_path / "mlruns"))
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    check_reachable(folder)
