@@ -384,6 +384,7 @@ def test_delivery_waits_a_bounded_time_and_never_for_a_refusal(health_server):
 def test_a_folder_store_is_a_clear_error_unless_allowed(tmp_path, monkeypatch):
     """MLflow 3 refuses a folder ("file:") store by default: rnnflow says so, and how to go on,
     before anything trains; with MLFLOW_ALLOW_FILE_STORE=true the folder is accepted."""
+    import mlflow
     from click.testing import CliRunner
 
     from rnnflow.cli import main
@@ -392,7 +393,11 @@ def test_a_folder_store_is_a_clear_error_unless_allowed(tmp_path, monkeypatch):
 
     folder = f"file://{tmp_path / 'mlruns'}"
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
-    result = CliRunner().invoke(main, ["run", str(GRU), "-q", "--set", f"tracking.tracking_uri={folder}"])
+    previous = mlflow.get_tracking_uri()
+    try:
+        result = CliRunner().invoke(main, ["run", str(GRU), "-q", "--set", f"tracking.tracking_uri={folder}"])
+    finally:
+        mlflow.set_tracking_uri(previous)  # a spec's tracking_uri becomes MLflow's, for the whole process
     assert result.exit_code == 1
     assert "Traceback" not in result.output + result.stderr
     assert result.stderr.startswith(f"rnnflow: error: the tracking store {folder} is a folder")
