@@ -82,10 +82,9 @@ def launch(spec_file: Path, overrides: tuple[str, ...], workers: int, *, quiet: 
     if spec.train.batch_size % workers:
         raise RnnflowError(f"a batch of {spec.train.batch_size} sequences does not split evenly over {workers} "
                            "workers (train.batch_size is the global batch)")
-    from rnnflow.store import absolute_uri, check_reachable, tracking_uri
+    from rnnflow.store import checked_uri
 
-    uri = absolute_uri(tracking_uri(spec.tracking.tracking_uri))
-    check_reachable(uri)
+    uri = checked_uri(spec.tracking.tracking_uri)
     run_id = _create_run(uri, spec, workers)
     return _Launch(spec_file, overrides, workers, uri, run_id, quiet, echo).run()
 

@@ -134,6 +134,7 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
     # and a gigabyte saved.
     from rnnflow import search as searching
     from rnnflow.executors import make_executor
+    from rnnflow.store import checked_uri
 
     pipeline_plan = load_plan(path, overrides)
     if pipeline_plan.search is not None:
@@ -146,7 +147,7 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
     # one imports TensorFlow) wait on different things: the store opens in a thread meanwhile. A
     # serial executor first waits for the store to be found reachable (TensorFlow's import is long).
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rnnflow-store") as pool:
-        checking = pool.submit(_store_uri, pipeline_plan.pipeline.tracking_uri)
+        checking = pool.submit(checked_uri, pipeline_plan.pipeline.tracking_uri)
         opening = pool.submit(_client, checking)  # the same thread: after the check
         if executor == "serial":
             checking.result()
@@ -154,15 +155,6 @@ def run_pipeline(path: str | Path, overrides: tuple[str, ...] = (), *, quiet: bo
                            ray_cpus=ray_cpus) as runner:
             return _Driver(pipeline_plan, Path(path), checking.result(), runner, echo, quiet,
                            opening.result()).run()
-
-
-def _store_uri(pipeline_uri: str | None) -> str:
-    """The pipeline's tracking store as an absolute URI, checked (TrackingError when it cannot be used)."""
-    from rnnflow.store import absolute_uri, check_reachable, tracking_uri
-
-    uri = absolute_uri(tracking_uri(pipeline_uri))
-    check_reachable(uri)
-    return uri
 
 
 def _client(checking: concurrent.futures.Future):

@@ -50,13 +50,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     if parsed.scheme == "sqlite":
         local: Path | None = Path(uri[len("sqlite:///"):]).parent
     elif parsed.scheme in ("file", "") and not uri.startswith("databricks"):
-        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in ("true", "1"):
-            # MLflow 3 refuses a folder store (its "filesystem backend") unless told otherwise.
-            raise TrackingError(
-                f"the tracking store {uri} is a folder, which MLflow 3 no longer opens by default; "
-                "use a database store (tracking.tracking_uri: sqlite:///mlflow.db), or set "
-                "MLFLOW_ALLOW_FILE_STORE=true to keep the folder"
-            )
+        _check_folder_store_allowed(uri)
         local = Path(parsed.path)
     else:
         local = None
@@ -64,6 +58,38 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         probe = local if local.exists() else next((p for p in local.absolute().parents if p.exists()), Path("."))
         if not os.access(probe, os.W_OK):
             raise TrackingError(f"the tracking store {uri} is not writable ({probe})")
+
+
+def _check_folder_store_allowed(uri: str) -> None:
+    """MLflow 3 refuses a folder store (its "filesystem backend") unless its own switch says
+    otherwise; the switch is read as MLflow reads it."""
+    from mlflow import environment_variables
+
+    switch = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)
+    if switch is None:  # an MLflow that still opens folders
+        return
+    try:
+        allowed = switch.get()
+    except ValueError as error:  # MLflow refuses values other than true/false/1/0
+        raise TrackingError(f"the tracking store {uri} is a folder, and {error}") from None
+    if not allowed:
+        raise TrackingError(
+            f"the tracking store {uri} is a folder, which MLflow 3 no longer opens by default; "
+            "use a database store (tracking.tracking_uri: sqlite:///mlflow.db), or set "
+            "MLFLOW_ALLOW_FILE_STORE=true to keep the folder"
+        )
+
+
+def checked_uri(spec_uri: str | None) -> str:
+    """The tracking store a run of a spec (or pipeline) naming `spec_uri` uses, as an absolute URI
+    that other processes can use too, checked.
+
+    Raises:
+        TrackingError: when the store cannot be used (see `check_reachable`).
+    """
+    uri = absolute_uri(tracking_uri(spec_uri))
+    check_reachable(uri)
+    return uri
 
 
 def absolute_uri(uri: str) -> str:

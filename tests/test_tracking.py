@@ -405,5 +405,8 @@ def test_a_folder_store_is_a_clear_error_unless_allowed(tmp_path, monkeypatch):
     assert not (tmp_path / "mlruns").exists()
     with pytest.raises(TrackingError, match="is a folder"):
         check_reachable(str(tmp_path / "mlruns"))
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "yes")  # MLflow reads only true/false/1/0
+    with pytest.raises(TrackingError, match="is a folder, and .*MLFLOW_ALLOW_FILE_STORE"):
+        check_reachable(folder)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     check_reachable(folder)
